@@ -1,1 +1,218 @@
-//! placeholder
+//! Code that runs inside an execution environment: the native runtime.
+//!
+//! A native function is a Rust binary whose `main` calls [`serve`] with its handler. The
+//! runtime attaches to the channel the scheduler passed in (fd number in
+//! `HEARTH_CHANNEL_FD`), then loops: wait for a request on the ring (spinning briefly, then
+//! sleeping on a futex), call the handler with the payload bytes, write its answer to the
+//! response ring. A handler error is answered with Lambda's error document
+//! `{"errorMessage": ..., "errorType": ...}`.
+//!
+//! This crate links only `hearth-ipc` and std, because everything it links runs inside the
+//! environment's seccomp allowlist.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hearth_ipc::{GuestChannel, ResponseStatus};
+
+/// A handler's failure, reported to the caller as Lambda reports a function error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FnError {
+    /// `errorType`, e.g. `"ValueError"`.
+    pub error_type: String,
+    /// `errorMessage`.
+    pub message: String,
+}
+
+impl FnError {
+    /// An error of type `error_type` with `message`.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Lambda's error document for this error.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(self.message.len() + self.error_type.len() + 40);
+        out.push_str("{\"errorMessage\":");
+        push_json_string(&mut out, &self.message);
+        out.push_str(",\"errorType\":");
+        push_json_string(&mut out, &self.error_type);
+        out.push('}');
+        out.into_bytes()
+    }
+}
+
+impl fmt::Display for FnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+impl std::error::Error for FnError {}
+
+/// What a handler knows about the invocation it serves.
+#[derive(Debug, Clone)]
+pub struct Context {
+    request_id: [u8; 16],
+    deadline_ms: u64,
+}
+
+impl Context {
+    /// Lambda's request id, formatted as a UUID.
+    pub fn request_id(&self) -> String {
+        let h: String = self.request_id.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    /// When the invocation times out.
+    pub fn deadline(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining_time(&self) -> Duration {
+        self.deadline()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Why [`serve`] stopped. It only stops when the channel is unusable.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The channel fd was missing or its header did not match.
+    Attach(hearth_ipc::ChannelError),
+    /// The scheduler's side of the ring held a value the protocol does not allow.
+    Protocol(hearth_ipc::ProtocolError),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Attach(e) => write!(f, "attaching to the hearth channel: {e}"),
+            Self::Protocol(e) => write!(f, "reading the hearth channel: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Attach(e) => Some(e),
+            Self::Protocol(e) => Some(e),
+        }
+    }
+}
+
+/// Serves invocations with `handler` until the environment is stopped. Never returns unless the
+/// channel is unusable; then it prints why and exits with status 70.
+pub fn serve<F>(mut handler: F) -> !
+where
+    F: FnMut(&[u8]) -> Result<Vec<u8>, FnError>,
+{
+    serve_with_context(|event, _| handler(event))
+}
+
+/// Like [`serve`], with the invocation's [`Context`].
+pub fn serve_with_context<F>(handler: F) -> !
+where
+    F: FnMut(&[u8], &Context) -> Result<Vec<u8>, FnError>,
+{
+    let err = match GuestChannel::from_env() {
+        Ok(channel) => run(channel, handler),
+        Err(e) => ServeError::Attach(e),
+    };
+    eprintln!("hearth runtime: {err}");
+    #[allow(clippy::exit)] // the runtime owns the process: this is its only way out
+    std::process::exit(70)
+}
+
+/// The serve loop over an attached channel; returns only on a channel error.
+pub fn run<F>(mut channel: GuestChannel, mut handler: F) -> ServeError
+where
+    F: FnMut(&[u8], &Context) -> Result<Vec<u8>, FnError>,
+{
+    loop {
+        let request = match channel.wait_next() {
+            Ok(request) => request,
+            Err(e) => return ServeError::Protocol(e),
+        };
+        let context = Context {
+            request_id: request.request_id,
+            deadline_ms: request.deadline_ms,
+        };
+        let event = channel.payload(&request);
+        let result = catch_unwind(AssertUnwindSafe(|| handler(event, &context)))
+            .unwrap_or_else(|panic| Err(FnError::new("Panic", panic_message(&*panic))));
+        let answered = match result {
+            Ok(body) => channel.respond(request.id, ResponseStatus::Ok, &body),
+            Err(e) => channel.respond(request.id, ResponseStatus::Error, &e.to_json()),
+        };
+        if let Err(e) = answered {
+            return ServeError::Protocol(e);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_owned())
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_document_is_lambdas_shape_and_escaped() {
+        let e = FnError::new("ValueError", "bad \"input\"\n\u{1}");
+        assert_eq!(
+            String::from_utf8(e.to_json()).unwrap(),
+            r#"{"errorMessage":"bad \"input\"\n\u0001","errorType":"ValueError"}"#
+        );
+    }
+
+    #[test]
+    fn request_id_is_a_uuid() {
+        let ctx = Context {
+            request_id: [
+                0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8,
+            ],
+            deadline_ms: 0,
+        };
+        assert_eq!(ctx.request_id(), "12345678-9abc-def0-0102-030405060708");
+        assert_eq!(ctx.remaining_time(), Duration::ZERO);
+    }
+}

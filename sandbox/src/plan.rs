@@ -1,0 +1,368 @@
+//! Turns an [`EnvSpec`] into the [`ChildPlan`] the child executes. Pure: it only allocates the
+//! strings and tables the child will use, so it is tested without root.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use crate::child::{ChildPlan, ExecPlan, FdPlan, FsOp};
+use crate::root::{self, RootSkeleton};
+use crate::spawn::{EnvSpec, SpawnError};
+use crate::step::Step;
+
+const MS_RDONLY: u64 = libc::MS_RDONLY;
+const MS_NOSUID: u64 = libc::MS_NOSUID;
+const MS_NODEV: u64 = libc::MS_NODEV;
+const MS_NOEXEC: u64 = libc::MS_NOEXEC;
+const MS_BIND: u64 = libc::MS_BIND;
+const MS_REC: u64 = libc::MS_REC;
+const MS_PRIVATE: u64 = libc::MS_PRIVATE;
+const MS_REMOUNT: u64 = libc::MS_REMOUNT;
+/// Flags of every read-only bind: no setuid binaries, no device nodes.
+const RO_BIND: u64 = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV;
+
+fn cstring(what: &'static str, s: &str) -> Result<CString, SpawnError> {
+    CString::new(s).map_err(|_| SpawnError::Nul {
+        what,
+        value: s.to_owned(),
+    })
+}
+
+fn cpath(what: &'static str, p: &Path) -> Result<CString, SpawnError> {
+    cstring(what, &p.to_string_lossy())
+}
+
+fn mount(
+    source: Option<CString>,
+    target: CString,
+    fstype: Option<&str>,
+    flags: u64,
+    data: Option<String>,
+    step: Step,
+) -> FsOp {
+    FsOp::Mount {
+        source,
+        target,
+        fstype: fstype.map(|f| CString::new(f).unwrap_or_default()),
+        flags,
+        data: data.map(|d| CString::new(d).unwrap_or_default()),
+        step,
+    }
+}
+
+/// Step 4 of the child: mounts and `pivot_root` into the skeleton.
+pub(crate) fn filesystem(
+    root: &RootSkeleton,
+    code_dir: &Path,
+    tmp_bytes: u64,
+) -> Result<Vec<FsOp>, SpawnError> {
+    let new_root = cpath("root skeleton path", &root.path)?;
+    let under = |rel: &str| cpath("root skeleton path", &root.path.join(rel));
+    let mut ops = vec![
+        mount(
+            None,
+            CString::from(c"/"),
+            None,
+            MS_REC | MS_PRIVATE,
+            None,
+            Step::MakeMountsPrivate,
+        ),
+        mount(
+            Some(new_root.clone()),
+            new_root.clone(),
+            None,
+            MS_BIND,
+            None,
+            Step::BindRoot,
+        ),
+        mount(
+            Some(CString::from(c"/usr")),
+            under("usr")?,
+            None,
+            MS_BIND | MS_REC,
+            None,
+            Step::BindUsr,
+        ),
+        mount(None, under("usr")?, None, RO_BIND, None, Step::BindUsr),
+    ];
+    for dir in &root.host_dirs {
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        let target = cpath("root skeleton path", &root.path.join(rel))?;
+        ops.push(mount(
+            Some(cpath("host directory", dir)?),
+            target.clone(),
+            None,
+            MS_BIND | MS_REC,
+            None,
+            Step::BindHostDir,
+        ));
+        ops.push(mount(None, target, None, RO_BIND, None, Step::BindHostDir));
+    }
+    ops.extend([
+        mount(
+            Some(cpath("code directory", code_dir)?),
+            under("var/task")?,
+            None,
+            MS_BIND | MS_REC,
+            None,
+            Step::BindCode,
+        ),
+        mount(
+            None,
+            under("var/task")?,
+            None,
+            RO_BIND,
+            None,
+            Step::BindCode,
+        ),
+        mount(
+            Some(CString::from(c"tmpfs")),
+            under("tmp")?,
+            Some("tmpfs"),
+            MS_NOSUID | MS_NODEV,
+            Some(format!("size={tmp_bytes},mode=1777")),
+            Step::MountTmp,
+        ),
+        mount(
+            Some(CString::from(c"proc")),
+            under("proc")?,
+            Some("proc"),
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            None,
+            Step::MountProc,
+        ),
+    ]);
+    for dev in root::devices() {
+        let host = cstring("device", &format!("/dev/{dev}"))?;
+        ops.push(mount(
+            Some(host),
+            under(&format!("dev/{dev}"))?,
+            None,
+            MS_BIND,
+            None,
+            Step::BindDevice,
+        ));
+    }
+    ops.extend([
+        FsOp::Chdir {
+            path: new_root,
+            step: Step::EnterNewRoot,
+        },
+        FsOp::PivotRoot,
+        FsOp::DetachOldRoot,
+        FsOp::Chdir {
+            path: CString::from(c"/"),
+            step: Step::ChdirRoot,
+        },
+        mount(
+            None,
+            CString::from(c"/"),
+            None,
+            RO_BIND,
+            None,
+            Step::RemountRootReadOnly,
+        ),
+    ]);
+    Ok(ops)
+}
+
+/// The parts of a plan that come from the sandbox rather than the spec.
+pub(crate) struct Fixed<'a> {
+    pub root: &'a RootSkeleton,
+    pub seccomp: &'a [libc::sock_filter],
+    pub landlock_abi: u32,
+    pub cap_last_cap: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: &'a str,
+    pub netns: Option<RawFd>,
+    pub devnull: RawFd,
+    pub reset_signals: &'a [i32],
+}
+
+/// The whole plan for one environment.
+pub(crate) fn build(
+    fixed: &Fixed<'_>,
+    spec: &EnvSpec<'_>,
+    cgroup_procs: Vec<RawFd>,
+    error_fd: RawFd,
+    userns_sync: Option<RawFd>,
+) -> Result<ChildPlan, SpawnError> {
+    if !spec.command.starts_with('/') {
+        return Err(SpawnError::Nul {
+            what: "command (must be an absolute path inside the environment)",
+            value: spec.command.to_owned(),
+        });
+    }
+    let exec_path = cstring("command", spec.command)?;
+    let mut args = vec![exec_path.clone()];
+    for a in spec.args {
+        args.push(cstring("argument", a)?);
+    }
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring("environment variable", &format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cpus = spec.cpus.map(crate::sys::cpu_set);
+    Ok(ChildPlan {
+        reset_signals: fixed.reset_signals.to_vec(),
+        userns_sync,
+        cgroup_procs,
+        unshare_cgroupns: true,
+        netns: fixed.netns,
+        fs: filesystem(fixed.root, spec.code_dir, spec.tmp_bytes)?,
+        hostname: cstring("hostname", fixed.hostname)?,
+        cpus,
+        rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
+        fds: FdPlan {
+            error: error_fd,
+            channel: spec.channel.as_raw_fd(),
+            stdin: fixed.devnull,
+            stdout: spec.stdout.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
+            stderr: spec.stderr.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
+        },
+        cap_last_cap: fixed.cap_last_cap,
+        uid: fixed.uid,
+        gid: fixed.gid,
+        landlock: crate::landlock::plan(fixed.landlock_abi),
+        seccomp: fixed.seccomp.to_vec(),
+        exec: ExecPlan::new(exec_path, args, env),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::cgroup::Limits;
+    use crate::child::tests::Recorder;
+
+    fn fixture() -> (RootSkeleton, std::fs::File) {
+        let root = RootSkeleton {
+            path: "/run/hearth/root".into(),
+            host_dirs: vec![],
+        };
+        (root, std::fs::File::open("/dev/null").unwrap())
+    }
+
+    fn recorded(fail: Option<&'static str>) -> (Recorder, (Step, i32)) {
+        let (root, devnull) = fixture();
+        let filter = [libc::sock_filter {
+            code: 6,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        }];
+        let fixed = Fixed {
+            root: &root,
+            seccomp: &filter,
+            landlock_abi: 6,
+            cap_last_cap: 40,
+            uid: 65534,
+            gid: 65534,
+            hostname: "hearth",
+            netns: Some(7),
+            devnull: devnull.as_raw_fd(),
+            reset_signals: &[11],
+        };
+        let env = vec![("_HANDLER".to_owned(), "echo".to_owned())];
+        let spec = EnvSpec {
+            code_dir: Path::new("/srv/fn/echo"),
+            command: "/var/task/bootstrap",
+            args: &[],
+            env: &env,
+            channel: devnull.as_fd(),
+            stdout: None,
+            stderr: None,
+            limits: Limits {
+                memory_bytes: 128 << 20,
+                pids: 1024,
+                cpu_weight: 100,
+            },
+            tmp_bytes: 512 << 20,
+            cpus: Some(&[1]),
+        };
+        let plan = build(&fixed, &spec, vec![20, 21], 30, None).unwrap();
+        assert_eq!(plan.exec.argv_len(), 1);
+        let mut rec = Recorder {
+            fail,
+            ..Recorder::default()
+        };
+        let ((step, errno), _) = crate::child::run(&plan, &mut rec);
+        (rec, (step, errno))
+    }
+
+    #[test]
+    fn setup_runs_in_the_order_isolation_needs() {
+        let (rec, (step, errno)) = recorded(None);
+        // With the fake, execve "succeeds" by returning errno 0 at the last step.
+        assert_eq!((step, errno), (Step::Exec, 0));
+        let at = |p| rec.position(p);
+        assert!(
+            at("write 20 0") < at("unshare 0x2000000"),
+            "join the cgroup before creating the cgroup namespace"
+        );
+        assert!(
+            at("setns 7") < at("mount - / - 0x44000"),
+            "join the empty netns before anything else can open sockets"
+        );
+        assert!(at("mount - / - 0x44000") < at("mount /run/hearth/root /run/hearth/root"));
+        assert!(at("mount /srv/fn/echo /run/hearth/root/var/task") < at("pivot_root"));
+        assert!(at("mount proc /run/hearth/root/proc proc") < at("pivot_root"));
+        assert!(at("pivot_root") < at("umount2 . MNT_DETACH"));
+        assert!(
+            at("umount2 . MNT_DETACH") < at("mount - / - 0x1027"),
+            "the root is remounted read-only after pivot"
+        );
+        assert!(at("dup3") < at("close_range 5"));
+        assert!(
+            at("prctl 24 40") < at("setresuid 65534"),
+            "the bounding set is dropped while CAP_SETPCAP is held"
+        );
+        assert!(at("setgroups") < at("setresgid 65534"));
+        assert!(at("setresgid 65534") < at("setresuid 65534"));
+        assert!(at("setresuid 65534") < at("capset 0"));
+        assert!(
+            at("prctl 38 1") < at("landlock_create"),
+            "landlock needs no_new_privs"
+        );
+        assert!(at("landlock_restrict") < at("seccomp"));
+        assert!(at("seccomp") < at("execve /var/task/bootstrap"));
+        assert_eq!(rec.calls.last().unwrap(), "execve /var/task/bootstrap");
+        // The code is bound read-only, nosuid, nodev; /tmp is sized.
+        assert!(rec
+            .calls
+            .iter()
+            .any(|c| c == "mount - /run/hearth/root/var/task - 0x1027 -"));
+        assert!(rec.calls.iter().any(|c| c
+            .starts_with("mount tmpfs /run/hearth/root/tmp tmpfs 0x6 size=536870912,mode=1777")));
+    }
+
+    #[test]
+    fn a_failing_step_stops_setup_and_is_named() {
+        let (rec, (step, errno)) = recorded(Some("pivot_root"));
+        assert_eq!((step, errno), (Step::PivotRoot, libc::EPERM));
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| c.starts_with("execve") || c.starts_with("seccomp")));
+        let (_, (step, _)) = recorded(Some("landlock_restrict"));
+        assert_eq!(step, Step::LandlockRestrict);
+    }
+
+    #[test]
+    fn all_fds_but_stdio_channel_and_error_pipe_are_closed() {
+        let (rec, _) = recorded(None);
+        let dups: Vec<&String> = rec.calls.iter().filter(|c| c.starts_with("dup3")).collect();
+        let targets: Vec<&str> = dups.iter().map(|c| c.split(' ').nth(2).unwrap()).collect();
+        assert_eq!(targets, ["4", "0", "1", "2", "3"]);
+        assert!(
+            dups[0].ends_with("true"),
+            "the error pipe stays close-on-exec"
+        );
+        assert!(dups[1..].iter().all(|c| c.ends_with("false")));
+        assert!(rec.calls.iter().any(|c| c == "close_range 5"));
+    }
+}

@@ -1,0 +1,244 @@
+//! Seccomp policy: an allowlist kept as data (`seccomp/*.allow`, one commented rule per line),
+//! compiled once with libseccomp into a BPF program that every environment loads as the last
+//! step before `execve`.
+//!
+//! Unlisted syscalls fail with `ENOSYS` (programs that probe newer syscalls fall back); the
+//! explicitly refused ones fail with `EPERM`; a syscall from another architecture, or an x32
+//! syscall (`nr | 0x40000000`), kills the process.
+
+use std::io::{Read, Seek};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+
+/// The policy for native functions.
+pub const NATIVE_ALLOWLIST: &str = include_str!("../seccomp/native.allow");
+
+/// Errors while reading or compiling a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// A line of the policy file is malformed.
+    #[error("seccomp policy line {line}: {why}")]
+    Parse {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// libseccomp refused the filter.
+    #[error("compiling the seccomp filter")]
+    Compile(#[source] libseccomp::error::SeccompError),
+    /// Reading the compiled program back.
+    #[error("exporting the seccomp filter")]
+    Export(#[source] std::io::Error),
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let the syscall through.
+    Allow,
+    /// Fail it with this errno.
+    Errno(i32),
+}
+
+/// One line of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Syscall name.
+    pub syscall: String,
+    /// What happens.
+    pub action: Action,
+    /// Optional argument condition: (argument index, mask, value); the rule matches when
+    /// `arg & mask == value`.
+    pub condition: Option<(u32, u64, u64)>,
+}
+
+/// Parses a policy file. Every rule must carry a `# why` comment.
+pub fn parse(policy: &str) -> Result<Vec<Rule>, SeccompError> {
+    let mut rules = Vec::new();
+    for (i, raw) in policy.lines().enumerate() {
+        let line = i + 1;
+        let err = |why: String| SeccompError::Parse { line, why };
+        let (body, comment) = match raw.split_once('#') {
+            Some((body, comment)) => (body.trim(), comment.trim()),
+            None => (raw.trim(), ""),
+        };
+        if body.is_empty() {
+            continue;
+        }
+        if comment.is_empty() {
+            return Err(err("every rule needs a '# why' comment".into()));
+        }
+        let mut words = body.split_whitespace();
+        let syscall = words.next().unwrap_or_default().to_owned();
+        let action = match words.next() {
+            Some("allow") => Action::Allow,
+            Some("errno") => match words.next() {
+                Some("EPERM") => Action::Errno(libc::EPERM),
+                Some("ENOSYS") => Action::Errno(libc::ENOSYS),
+                Some("EACCES") => Action::Errno(libc::EACCES),
+                other => return Err(err(format!("unknown errno {other:?}"))),
+            },
+            other => return Err(err(format!("unknown action {other:?}"))),
+        };
+        let condition = words
+            .next()
+            .map(|c| parse_condition(c).ok_or_else(|| err(format!("bad condition {c:?}"))))
+            .transpose()?;
+        if let Some(extra) = words.next() {
+            return Err(err(format!("unexpected {extra:?}")));
+        }
+        rules.push(Rule {
+            syscall,
+            action,
+            condition,
+        });
+    }
+    Ok(rules)
+}
+
+/// `argN==V` or `argN&MASK==V` (numbers in decimal or 0x hex).
+fn parse_condition(c: &str) -> Option<(u32, u64, u64)> {
+    let rest = c.strip_prefix("arg")?;
+    let (lhs, value) = rest.split_once("==")?;
+    let (index, mask) = match lhs.split_once('&') {
+        Some((index, mask)) => (index, number(mask)?),
+        None => (lhs, u64::MAX),
+    };
+    let index: u32 = index.parse().ok().filter(|&i| i < 6)?;
+    Some((index, mask, number(value)?))
+}
+
+fn number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// A compiled filter, ready to load.
+#[derive(Debug, Clone)]
+pub struct SeccompProgram {
+    filter: Vec<libc::sock_filter>,
+}
+
+impl SeccompProgram {
+    /// Compiles `rules` for x86_64.
+    pub fn compile(rules: &[Rule]) -> Result<Self, SeccompError> {
+        let mut ctx = ScmpFilterContext::new(ScmpAction::Errno(libc::ENOSYS))
+            .map_err(SeccompError::Compile)?;
+        ctx.set_act_badarch(ScmpAction::KillProcess)
+            .map_err(SeccompError::Compile)?;
+        // The filter is loaded after no_new_privs is set explicitly.
+        ctx.set_ctl_nnp(false).map_err(SeccompError::Compile)?;
+        for rule in rules {
+            // libseccomp refuses rules that repeat the default action; they are its outcome
+            // anyway (e.g. clone3 -> ENOSYS is listed for the reader's sake).
+            if rule.action == Action::Errno(libc::ENOSYS) && rule.condition.is_none() {
+                continue;
+            }
+            let syscall = ScmpSyscall::from_name_by_arch(&rule.syscall, ScmpArch::X8664)
+                .map_err(SeccompError::Compile)?;
+            let action = match rule.action {
+                Action::Allow => ScmpAction::Allow,
+                Action::Errno(e) => ScmpAction::Errno(e),
+            };
+            match rule.condition {
+                None => ctx.add_rule_exact(action, syscall),
+                Some((arg, mask, value)) => {
+                    let op = if mask == u64::MAX {
+                        ScmpCompareOp::Equal
+                    } else {
+                        ScmpCompareOp::MaskedEqual(mask)
+                    };
+                    ctx.add_rule_conditional_exact(
+                        action,
+                        syscall,
+                        &[ScmpArgCompare::new(arg, op, value)],
+                    )
+                }
+            }
+            .map_err(SeccompError::Compile)?;
+        }
+        let mut file = tempfile_in_memory().map_err(SeccompError::Export)?;
+        ctx.export_bpf(&file).map_err(SeccompError::Compile)?;
+        let mut bytes = Vec::new();
+        file.rewind().map_err(SeccompError::Export)?;
+        file.read_to_end(&mut bytes).map_err(SeccompError::Export)?;
+        let filter = bytes
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        Ok(Self { filter })
+    }
+
+    /// The native allowlist, compiled.
+    pub fn native() -> Result<Self, SeccompError> {
+        Self::compile(&parse(NATIVE_ALLOWLIST)?)
+    }
+
+    /// The BPF instructions.
+    pub fn instructions(&self) -> &[libc::sock_filter] {
+        &self.filter
+    }
+}
+
+fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
+    // SAFETY: memfd_create with a static name; the fd is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"hearth-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(std::fs::File::from(unsafe { crate::sys::own_fd(fd) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_native_allowlist_parses_and_compiles() {
+        let rules = parse(NATIVE_ALLOWLIST).unwrap();
+        assert!(rules.len() > 150);
+        for denied in [
+            "io_uring_setup",
+            "mount",
+            "unshare",
+            "setns",
+            "ptrace",
+            "bpf",
+            "keyctl",
+            "userfaultfd",
+            "perf_event_open",
+        ] {
+            let rule = rules
+                .iter()
+                .find(|r| r.syscall == denied)
+                .unwrap_or_else(|| panic!("{denied} not in the policy"));
+            assert_eq!(rule.action, Action::Errno(libc::EPERM), "{denied}");
+        }
+        let program = SeccompProgram::compile(&rules).unwrap();
+        assert!(program.instructions().len() > 50);
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_their_number() {
+        let err = parse("read allow # ok\nwrite allow\n").unwrap_err();
+        assert!(matches!(err, SeccompError::Parse { line: 2, .. }), "{err}");
+        let err = parse("ioctl allow arg9==1 # no such arg\n").unwrap_err();
+        assert!(matches!(err, SeccompError::Parse { line: 1, .. }), "{err}");
+        assert_eq!(
+            parse_condition("arg1&0xffffffff==0x5401"),
+            Some((1, 0xffff_ffff, 0x5401))
+        );
+        assert_eq!(parse_condition("arg0==10"), Some((0, u64::MAX, 10)));
+    }
+}

@@ -1,0 +1,497 @@
+//! [`Sandbox`]: the once-per-daemon preparation, and [`Sandbox::spawn`], which starts one
+//! environment and returns its [`Environment`] handle at once.
+
+use std::ffi::c_void;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::{CgroupError, CgroupInstance, EnvCgroup, Hierarchy, Limits};
+use crate::child::{self, ChildPlan};
+use crate::landlock::{self, LandlockMode};
+use crate::plan;
+use crate::root::RootSkeleton;
+use crate::seccomp::{SeccompError, SeccompProgram};
+use crate::step::Step;
+use crate::sys::{self, CloneArgs, ExitStatus, SignalsBlocked, Stack};
+
+/// Stack for the child's setup code (it runs until `execve`). Only touched pages cost memory.
+const CHILD_STACK: usize = 256 * 1024;
+
+/// Once-per-daemon settings.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where the root skeleton is kept (created if missing).
+    pub state_dir: PathBuf,
+    /// User id functions run as (inside their user namespace in rootless mode).
+    pub uid: u32,
+    /// Group id functions run as.
+    pub gid: u32,
+    /// Hostname inside environments.
+    pub hostname: String,
+    /// What to do on a kernel without landlock.
+    pub landlock: LandlockMode,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let state_dir = if sys::has_cap_sys_admin() {
+            PathBuf::from("/run/hearth")
+        } else {
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|d| PathBuf::from(d).join("hearth"))
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("hearth-{}", std::process::id()))
+                })
+        };
+        Self {
+            state_dir,
+            uid: 65534,
+            gid: 65534,
+            hostname: "hearth".into(),
+            landlock: LandlockMode::Required,
+        }
+    }
+}
+
+/// Preparing the sandbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The seccomp policy.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// Landlock is required and the kernel has none.
+    #[error("the kernel does not support landlock; set the landlock mode to best-effort to run without it")]
+    LandlockUnavailable,
+    /// Creating the empty network namespace.
+    #[error("creating the empty network namespace")]
+    NetNs(#[source] io::Error),
+    /// Finding or creating the cgroup subtree.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// Preparing the root skeleton.
+    #[error("preparing the root skeleton in {path}")]
+    Root {
+        /// State directory.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Opening `/dev/null` or reading `/proc/sys/kernel/cap_last_cap`.
+    #[error("reading {path}")]
+    Host {
+        /// Path.
+        path: &'static str,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Rootless mode needs a delegated cgroup subtree, which this host does not give.
+    #[error("hearth is not root and found no cgroup it may write to: {0}")]
+    Rootless(CgroupError),
+}
+
+/// Starting an environment failed in the parent (failures inside the child are
+/// [`SetupFailure`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The environment's cgroup.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A path, argument or variable contains a NUL byte (or is otherwise unusable).
+    #[error("the {what} {value:?} cannot be passed to the environment")]
+    Nul {
+        /// Which input.
+        what: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// Creating the error pipe or the child's stack.
+    #[error("preparing to start the environment")]
+    Prepare(#[source] io::Error),
+    /// `clone3`.
+    #[error("clone3 of the environment process")]
+    Clone(#[source] io::Error),
+    /// Writing the user namespace's id maps.
+    #[error("writing {path}")]
+    IdMap {
+        /// Map file.
+        path: String,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A step inside the child failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sandbox setup failed {step}: {}", io::Error::from_raw_os_error(*.errno))]
+pub struct SetupFailure {
+    /// The step.
+    pub step: Step,
+    /// Its errno.
+    pub errno: i32,
+}
+
+/// Where an environment's setup stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupState {
+    /// Still between `clone3` and `execve`.
+    Running,
+    /// The function was executed (or the process ended without reporting a failure).
+    Execed,
+    /// A step failed; the process has exited or is exiting with status 127.
+    Failed(SetupFailure),
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct EnvSpec<'a> {
+    /// Directory shown read-only at `/var/task`.
+    pub code_dir: &'a Path,
+    /// Absolute path, inside the environment, of the program to execute.
+    pub command: &'a str,
+    /// Arguments after the program name.
+    pub args: &'a [String],
+    /// The whole environment of the program (nothing is inherited).
+    pub env: &'a [(String, String)],
+    /// The channel memfd; the program sees it as fd 3.
+    pub channel: BorrowedFd<'a>,
+    /// Standard output (default `/dev/null`).
+    pub stdout: Option<BorrowedFd<'a>>,
+    /// Standard error (default `/dev/null`).
+    pub stderr: Option<BorrowedFd<'a>>,
+    /// cgroup limits.
+    pub limits: Limits,
+    /// Size of the `/tmp` tmpfs in bytes.
+    pub tmp_bytes: u64,
+    /// CPUs the environment may run on (default: all).
+    pub cpus: Option<&'a [usize]>,
+}
+
+/// Everything prepared once and shared by all environments.
+#[derive(Debug)]
+pub struct Sandbox {
+    seccomp: SeccompProgram,
+    landlock_abi: u32,
+    netns: Option<OwnedFd>,
+    cgroups: CgroupInstance,
+    root: RootSkeleton,
+    devnull: OwnedFd,
+    cap_last_cap: u32,
+    reset_signals: Vec<i32>,
+    rootless: bool,
+    config: SandboxConfig,
+}
+
+impl Sandbox {
+    /// Prepares the sandbox: compiles the seccomp policy, checks landlock, creates the empty
+    /// network namespace (root mode), the root skeleton and this process's cgroup subtree.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let rootless = !sys::has_cap_sys_admin();
+        let seccomp = SeccompProgram::native()?;
+        let landlock_abi = landlock::kernel_abi();
+        if landlock_abi == 0 && config.landlock == LandlockMode::Required {
+            return Err(SandboxError::LandlockUnavailable);
+        }
+        // Rootless environments get their own (user-owned) network namespace each instead.
+        let netns = if rootless {
+            None
+        } else {
+            Some(crate::netns::create_empty().map_err(SandboxError::NetNs)?)
+        };
+        let cgroups = Hierarchy::detect().and_then(CgroupInstance::create);
+        let cgroups = match (cgroups, rootless) {
+            (Ok(c), _) => c,
+            (Err(e), true) => return Err(SandboxError::Rootless(e)),
+            (Err(e), false) => return Err(e.into()),
+        };
+        let root =
+            RootSkeleton::prepare(&config.state_dir, config.uid, config.gid).map_err(|source| {
+                SandboxError::Root {
+                    path: config.state_dir.clone(),
+                    source,
+                }
+            })?;
+        let devnull = fs::File::open("/dev/null").map_err(|source| SandboxError::Host {
+            path: "/dev/null",
+            source,
+        })?;
+        let cap_last_cap = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| SandboxError::Host {
+                path: "/proc/sys/kernel/cap_last_cap",
+                source: io::Error::from(io::ErrorKind::InvalidData),
+            })?;
+        Ok(Self {
+            seccomp,
+            landlock_abi,
+            netns,
+            cgroups,
+            root,
+            devnull: devnull.into(),
+            cap_last_cap,
+            reset_signals: sys::signals_with_handlers(),
+            rootless,
+            config,
+        })
+    }
+
+    /// Whether environments get a user namespace (hearth lacks `CAP_SYS_ADMIN`).
+    pub fn rootless(&self) -> bool {
+        self.rootless
+    }
+
+    /// The landlock ABI in force (0: none).
+    pub fn landlock_abi(&self) -> u32 {
+        self.landlock_abi.min(landlock::TARGET_ABI)
+    }
+
+    /// The cgroup hierarchy in use.
+    pub fn hierarchy(&self) -> &Hierarchy {
+        self.cgroups.hierarchy()
+    }
+
+    /// Creates empty environment cgroups ahead of need, so a cold start only writes limits.
+    pub fn prepare_cgroups(&self, count: usize) -> Result<(), CgroupError> {
+        self.cgroups.prepare(count)
+    }
+
+    /// Starts an environment. Returns as soon as the process exists; it finishes its setup and
+    /// executes `spec.command` on its own.
+    pub fn spawn(&self, spec: &EnvSpec<'_>) -> Result<Environment, SpawnError> {
+        let cgroup = self.cgroups.env(&spec.limits)?;
+        let (errors, error_write) = sys::pipe_cloexec().map_err(SpawnError::Prepare)?;
+        let userns_pipe = if self.rootless {
+            Some(sys::pipe_cloexec().map_err(SpawnError::Prepare)?)
+        } else {
+            None
+        };
+        let fixed = plan::Fixed {
+            root: &self.root,
+            seccomp: self.seccomp.instructions(),
+            landlock_abi: self.landlock_abi,
+            cap_last_cap: self.cap_last_cap,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            hostname: &self.config.hostname,
+            netns: self.netns.as_ref().map(AsRawFd::as_raw_fd),
+            devnull: self.devnull.as_raw_fd(),
+            reset_signals: &self.reset_signals,
+        };
+        let plan = Box::new(plan::build(
+            &fixed,
+            spec,
+            cgroup.procs_fds(),
+            error_write.as_raw_fd(),
+            userns_pipe.as_ref().map(|(read, _)| read.as_raw_fd()),
+        )?);
+        let stack = Stack::new(CHILD_STACK).map_err(SpawnError::Prepare)?;
+
+        let mut flags = libc::CLONE_VM
+            | libc::CLONE_PIDFD
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        if self.rootless {
+            flags |= libc::CLONE_NEWUSER | libc::CLONE_NEWNET;
+        }
+        let mut pidfd: RawFd = -1;
+        let mut args = CloneArgs {
+            flags: u64::try_from(flags).unwrap_or_default(),
+            pidfd: std::ptr::from_mut(&mut pidfd) as u64,
+            exit_signal: 0,
+            stack: stack.bottom(),
+            stack_size: stack.size(),
+            ..CloneArgs::default()
+        };
+        if let Some(fd) = cgroup.clone_into_fd() {
+            args.flags |= 0x2_0000_0000; // CLONE_INTO_CGROUP
+            args.cgroup = u64::try_from(fd).unwrap_or_default();
+        }
+        let plan_ptr = std::ptr::from_ref::<ChildPlan>(&plan)
+            .cast_mut()
+            .cast::<c_void>();
+        let pid = {
+            // No signal handler may run in the child before it resets them.
+            let _blocked = SignalsBlocked::new();
+            // SAFETY: `stack` is a fresh 16-byte aligned mapping that `Environment` keeps until
+            // the child has exec'd or exited; `plan` is boxed, never modified, and kept just as
+            // long; `child::entry` never returns and uses only the plan and its own stack.
+            unsafe { sys::clone3_on_stack(&mut args, child::entry, plan_ptr) }
+        }
+        .map_err(|errno| SpawnError::Clone(io::Error::from_raw_os_error(errno)))?;
+        drop(error_write);
+        // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that we now own.
+        let pidfd = unsafe { sys::own_fd(pidfd) };
+        let mut env = Environment {
+            pid,
+            pidfd,
+            errors,
+            cgroup: Some(cgroup),
+            launch: Some(Launch {
+                _stack: stack,
+                _plan: plan,
+            }),
+            status: None,
+        };
+        if let Some((_, sync)) = userns_pipe {
+            if let Err(e) = self.write_id_maps(pid, &sync) {
+                env.kill();
+                return Err(e);
+            }
+        }
+        Ok(env)
+    }
+
+    /// Rootless: maps the function's uid and gid inside the new user namespace to ours, then
+    /// lets the child go on.
+    fn write_id_maps(&self, pid: i32, sync: &OwnedFd) -> Result<(), SpawnError> {
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        // SAFETY: getgid cannot fail.
+        let gid = unsafe { libc::getgid() };
+        let write = |file: &str, content: String| {
+            let path = format!("/proc/{pid}/{file}");
+            fs::write(&path, content).map_err(|source| SpawnError::IdMap { path, source })
+        };
+        write("setgroups", "deny".into())?;
+        write("gid_map", format!("{} {gid} 1\n", self.config.gid))?;
+        write("uid_map", format!("{} {uid} 1\n", self.config.uid))?;
+        let file = fs::File::from(sync.try_clone().map_err(SpawnError::Prepare)?);
+        io::Write::write_all(&mut &file, &[1]).map_err(SpawnError::Prepare)
+    }
+}
+
+/// Memory the child uses until it execs.
+#[derive(Debug)]
+struct Launch {
+    _stack: Stack,
+    _plan: Box<ChildPlan>,
+}
+
+/// A started environment. Dropping it kills it, waits for it, and removes its cgroup.
+#[derive(Debug)]
+pub struct Environment {
+    pid: i32,
+    pidfd: OwnedFd,
+    errors: OwnedFd,
+    cgroup: Option<EnvCgroup>,
+    launch: Option<Launch>,
+    status: Option<ExitStatus>,
+}
+
+impl Environment {
+    /// The environment's first process, as seen by the host.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// A pidfd of the first process: readable once it has exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Checks, without blocking, whether setup finished or failed.
+    pub fn poll_setup(&mut self) -> SetupState {
+        let mut record = [0u8; 8];
+        match sys::read_nonblocking(self.errors.as_fd(), &mut record) {
+            Ok(None) => SetupState::Running,
+            Ok(Some(8)) => {
+                let step = u32::from_ne_bytes([record[0], record[1], record[2], record[3]]);
+                let errno = i32::from_ne_bytes([record[4], record[5], record[6], record[7]]);
+                SetupState::Failed(SetupFailure {
+                    step: Step::from_u32(step).unwrap_or(Step::Exec),
+                    errno,
+                })
+            }
+            // EOF: the pipe's only write end closed at exec (or exit). Either way the child no
+            // longer runs on our stack.
+            Ok(Some(_)) | Err(_) => {
+                self.launch = None;
+                SetupState::Execed
+            }
+        }
+    }
+
+    /// Sends SIGKILL to the environment: its first process is the init of its pid namespace,
+    /// so the kernel kills every process in it; the cgroup is killed too for good measure.
+    pub fn kill(&mut self) {
+        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.kill();
+        }
+    }
+
+    /// Reaps the first process if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = sys::waitid_pidfd(self.pidfd.as_fd(), false)?;
+            if self.status.is_some() {
+                self.launch = None;
+            }
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for the first process to exit and reaps it.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status =
+            sys::waitid_pidfd(self.pidfd.as_fd(), true)?.unwrap_or(ExitStatus::Signaled(0));
+        self.status = Some(status);
+        self.launch = None;
+        Ok(status)
+    }
+
+    /// Whether the kernel OOM-killed a process of this environment.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0)
+    }
+
+    /// Processes left in the environment's cgroup.
+    pub fn process_count(&self) -> usize {
+        self.cgroup.as_ref().map_or(0, EnvCgroup::process_count)
+    }
+
+    /// The environment's cgroup directory (memory hierarchy).
+    pub fn cgroup_path(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(EnvCgroup::path)
+    }
+
+    /// Removes the cgroup of an environment that has been reaped. If processes remain (they
+    /// should not once the pid namespace's init is reaped), they are killed and the removal is
+    /// retried for up to 100 ms.
+    pub fn remove_cgroup(&mut self) -> Result<(), CgroupError> {
+        let Some(cgroup) = self.cgroup.as_mut() else {
+            return Ok(());
+        };
+        let mut attempt = 0;
+        while let Err(e) = cgroup.remove() {
+            attempt += 1;
+            if attempt > 100 {
+                return Err(e);
+            }
+            let _ = cgroup.kill();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.cgroup = None;
+        Ok(())
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+            let _ = self.wait();
+        }
+        let _ = self.remove_cgroup();
+    }
+}

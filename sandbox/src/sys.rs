@@ -1,0 +1,378 @@
+//! Raw syscalls. All of this crate's `unsafe` lives here.
+//!
+//! The environment's first process is started with `clone3(CLONE_VM)`, like `posix_spawn`: it
+//! runs on its own small stack inside the scheduler's address space until it calls `execve`,
+//! so starting an environment costs the same whatever the scheduler's size (no page tables
+//! copied, no copy-on-write faults afterwards). The price is that the child shares the
+//! parent's memory and thread-local storage until exec, so the code it runs must not allocate,
+//! lock, panic or touch `errno`. The syscalls here are therefore made with inline assembly and
+//! return `-errno` directly instead of going through libc.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("hearth's sandbox supports x86_64 only (raw syscalls, seccomp allowlists)");
+
+/// An errno value returned by a raw syscall.
+pub(crate) type Errno = i32;
+
+/// Makes a raw syscall with up to six arguments.
+///
+/// # Safety
+///
+/// The arguments must be valid for syscall `nr`: pointers point to memory of the size and
+/// mutability the kernel expects, and the call must not break invariants Rust relies on
+/// (e.g. unmapping memory that is still borrowed).
+#[inline(always)]
+pub(crate) unsafe fn syscall6(nr: i64, a: [usize; 6]) -> Result<usize, Errno> {
+    let ret: i64;
+    // SAFETY: the `syscall` instruction with the Linux x86_64 calling convention; rcx and r11
+    // are clobbered by the instruction; the caller vouches for the arguments.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if (-4095..0).contains(&ret) {
+        Err(i32::try_from(-ret).unwrap_or(libc::EINVAL))
+    } else {
+        Ok(usize::try_from(ret).unwrap_or(0))
+    }
+}
+
+/// `struct clone_args` (version 2, with `cgroup`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+/// `clone3` with a fresh stack: the child calls `entry(arg)` on that stack and never returns;
+/// the parent gets the child's pid.
+///
+/// # Safety
+///
+/// `args.stack`/`args.stack_size` describe a mapped, writable, 16-byte aligned stack that
+/// stays mapped until the child execs or exits. With `CLONE_VM`, `entry` must only use memory
+/// that stays valid and unmodified until then, and must not return.
+pub(crate) unsafe fn clone3_on_stack(
+    args: &mut CloneArgs,
+    entry: extern "C" fn(*mut c_void) -> !,
+    arg: *mut c_void,
+) -> Result<i32, Errno> {
+    let ret: i64;
+    // SAFETY: the parent path is a plain syscall. In the child (rax == 0) the kernel has set
+    // rsp to the top of the new stack; we clear the frame pointer and call `entry(arg)`, which
+    // never returns (ud2 traps if it does). r12/r13 are preserved across the syscall.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") std::ptr::from_mut(args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        Err(i32::try_from(-ret).unwrap_or(libc::EINVAL))
+    } else {
+        Ok(i32::try_from(ret).unwrap_or(i32::MAX))
+    }
+}
+
+/// A private anonymous stack for a `CLONE_VM` child, with a guard page below it.
+#[derive(Debug)]
+pub(crate) struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+// SAFETY: the stack is plain memory owned by this value.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    const GUARD: usize = 4096;
+
+    pub(crate) fn new(size: usize) -> io::Result<Self> {
+        let len = size + Self::GUARD;
+        // SAFETY: a fresh anonymous mapping; it aliases nothing.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base, len };
+        // SAFETY: the guard page is the first page of our own mapping.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// Lowest usable address (above the guard page).
+    pub(crate) fn bottom(&self) -> u64 {
+        self.base as u64 + Self::GUARD as u64
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        (self.len - Self::GUARD) as u64
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly our mapping; the child that used it has exec'd or exited.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Blocks every signal on the calling thread; restores the old mask on drop.
+pub(crate) struct SignalsBlocked {
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    pub(crate) fn new() -> Self {
+        // SAFETY: sigset_t is plain data; sigfillset initialises it.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `all` is a valid sigset_t.
+        unsafe { libc::sigfillset(&mut all) };
+        // SAFETY: both pointers are valid sigset_t's on our stack.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+        Self { old }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restoring the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
+}
+
+/// Signals that have a handler installed in this process (they must be reset in a `CLONE_VM`
+/// child before anything can deliver them).
+pub(crate) fn signals_with_handlers() -> Vec<i32> {
+    (1..libc::SIGRTMAX())
+        .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        .filter(|&sig| {
+            // SAFETY: sigaction is plain data; querying (act = NULL) changes nothing.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: as above; `old` is valid for writes.
+            let ok = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+            ok && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN
+        })
+        .collect()
+}
+
+/// `pipe2(O_CLOEXEC)`; the read end is also non-blocking.
+pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned a fresh fd that we now own.
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    // SAFETY: plain fcntl on our own fd.
+    if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((read, write))
+}
+
+/// Adopts an fd returned by the kernel.
+///
+/// # Safety
+///
+/// `fd` must be open and owned by nobody else.
+pub(crate) unsafe fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `pidfd_send_signal(pidfd, sig)`.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a borrowed fd; no pointers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    /// Worded like Lambda's `Runtime.ExitError` messages ("exit status 1", "signal: killed").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Exited(code) => write!(f, "exit status {code}"),
+            Self::Signaled(sig) => {
+                let name = match sig {
+                    libc::SIGKILL => "killed",
+                    libc::SIGABRT => "aborted",
+                    libc::SIGSEGV => "segmentation fault",
+                    libc::SIGBUS => "bus error",
+                    libc::SIGTERM => "terminated",
+                    libc::SIGSYS => "bad system call",
+                    libc::SIGFPE => "floating point exception",
+                    libc::SIGILL => "illegal instruction",
+                    _ => return write!(f, "signal: {sig}"),
+                };
+                write!(f, "signal: {name}")
+            }
+        }
+    }
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED | __WALL [| WNOHANG])`.
+pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<ExitStatus>> {
+    // SAFETY: siginfo_t is plain data.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::__WALL | if block { 0 } else { libc::WNOHANG };
+    loop {
+        let id = libc::id_t::try_from(pidfd.as_raw_fd()).unwrap_or_default();
+        // SAFETY: `info` is valid for writes; the id is a borrowed pidfd.
+        let ret = unsafe { libc::waitid(libc::P_PIDFD, id, &mut info, flags) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        break;
+    }
+    // SAFETY: waitid filled `info` (si_pid is zero if nothing has exited yet under WNOHANG).
+    let pid = unsafe { info.si_pid() };
+    // SAFETY: as above; for CLD_* codes si_status is the exit code or signal.
+    let status = unsafe { info.si_status() };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Exited(status),
+        _ => ExitStatus::Signaled(status),
+    }))
+}
+
+/// Reads up to `buf.len()` bytes without blocking; `Ok(None)` if nothing is there yet.
+pub(crate) fn read_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(usize::try_from(n).unwrap_or(0)))
+}
+
+/// `unshare(flags)` for the calling thread.
+pub(crate) fn unshare(flags: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer flags.
+    if unsafe { libc::unshare(flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the calling process has `CAP_SYS_ADMIN` in its user namespace (hearth runs in
+/// "root" mode then; otherwise it starts environments in user namespaces).
+pub(crate) fn has_cap_sys_admin() -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a v3 header and room for two data structs, as the ABI requires.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    const CAP_SYS_ADMIN: u32 = 21;
+    ret == 0 && data[0].effective & (1 << CAP_SYS_ADMIN) != 0
+}
+
+/// A CPU set holding `cpus` (numbers past `CPU_SETSIZE` are ignored).
+pub(crate) fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE, so CPU_SET stays inside `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    set
+}

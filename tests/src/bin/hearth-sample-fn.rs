@@ -1,0 +1,329 @@
+//! The sample native function used by hearth's tests and benchmarks. One binary, many
+//! behaviours: the function's handler (`_HANDLER`, as in Lambda) picks one.
+//!
+//! | handler   | event               | does                                                      |
+//! |-----------|---------------------|-----------------------------------------------------------|
+//! | `echo`    | any bytes           | answers with the event                                    |
+//! | `sleep`   | milliseconds        | sleeps, answers `slept N`                                 |
+//! | `spin`    | milliseconds        | burns CPU, answers `spun N`                               |
+//! | `hang`    | ignored             | never answers                                             |
+//! | `crash`   | ignored             | dereferences a null pointer (SIGSEGV)                     |
+//! | `exit`    | exit code           | exits with that code                                      |
+//! | `alloc`   | MiB                 | allocates and touches that much memory, answers `allocated N` |
+//! | `error`   | message             | fails with errorType `SampleError`                        |
+//! | `big`     | bytes               | answers with that many bytes                              |
+//! | `garbage` | what to corrupt     | writes garbage into its rings (see `garbage`)             |
+//! | `twice`   | any bytes           | answers the same request twice                            |
+//! | `probe`   | ignored             | answers a JSON report of what the sandbox allows          |
+#![allow(clippy::exit)] // `exit` and `crash` end the process on purpose
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hearth_ipc::layout::{Control, ARENA_LEN, SLOTS, TOTAL_LEN};
+use hearth_ipc::{GuestChannel, ResponseStatus, CHANNEL_FD_ENV};
+use hearth_runtime::{serve, FnError};
+
+fn number(event: &[u8]) -> Result<u64, FnError> {
+    std::str::from_utf8(event)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| FnError::new("InvalidEvent", "the event must be a decimal number"))
+}
+
+fn main() {
+    let handler = std::env::var("_HANDLER").unwrap_or_else(|_| "echo".to_owned());
+    match handler.as_str() {
+        "garbage" => garbage(),
+        "twice" => twice(),
+        _ => {}
+    }
+    serve(move |event| match handler.as_str() {
+        "echo" => Ok(event.to_vec()),
+        "sleep" => {
+            let ms = number(event)?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(format!("slept {ms}").into_bytes())
+        }
+        "spin" => {
+            let ms = number(event)?;
+            let end = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            Ok(format!("spun {ms}").into_bytes())
+        }
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        "crash" => {
+            // SAFETY: none; this faults on purpose. (Not abort(): the function is the init of
+            // its pid namespace, and an init ignores the SIGABRT it raises at itself.)
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+            Ok(Vec::new())
+        }
+        "exit" => std::process::exit(i32::try_from(number(event)?).unwrap_or(1)),
+        "alloc" => {
+            let mib = usize::try_from(number(event)?).unwrap_or(usize::MAX);
+            let mut v = vec![0u8; mib << 20];
+            for page in v.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            Ok(format!("allocated {} MiB", v.len() >> 20).into_bytes())
+        }
+        "error" => Err(FnError::new("SampleError", String::from_utf8_lossy(event))),
+        "big" => Ok(vec![b'x'; usize::try_from(number(event)?).unwrap_or(0)]),
+        "probe" => Ok(probe::report().into_bytes()),
+        other => Err(FnError::new(
+            "Runtime.HandlerNotFound",
+            format!("no sample handler named {other}"),
+        )),
+    })
+}
+
+/// Maps the channel a second time, behind the runtime's back, to write into it.
+fn raw_channel() -> (GuestChannel, &'static Control, *mut u8) {
+    let fd: i32 = std::env::var(CHANNEL_FD_ENV).unwrap().parse().unwrap();
+    // SAFETY: dup of the inherited channel fd.
+    let second = unsafe { libc::dup(fd) };
+    assert!(second >= 0);
+    // SAFETY: mapping our own channel memfd into fresh address space.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            TOTAL_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            second,
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    // SAFETY: `fd` is the inherited channel fd, owned by nobody else in this process.
+    let channel = GuestChannel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap();
+    // SAFETY: the mapping is TOTAL_LEN bytes, page aligned, never unmapped, all atomics.
+    let control = unsafe { &*ptr.cast::<Control>() };
+    (channel, control, ptr.cast())
+}
+
+/// Takes each request, then corrupts the channel as the event says:
+/// `resp-tail` (tail far past head), `resp-id` (a response for another request),
+/// `resp-bounds` (payload outside the arena), `resp-status` (unknown status),
+/// `req-head` (request head past the tail, then a valid answer),
+/// `len-flip` (valid response whose length keeps changing after publication).
+fn garbage() -> ! {
+    let (mut channel, control, _) = raw_channel();
+    loop {
+        let request = channel.wait_next().unwrap();
+        let mode = String::from_utf8_lossy(channel.payload(&request)).into_owned();
+        let tail = control.resp_tail.load(Ordering::Relaxed);
+        let slot = &control.resp_slots[(tail % SLOTS) as usize];
+        match mode.as_str() {
+            "resp-tail" => {
+                control
+                    .resp_tail
+                    .store(tail.wrapping_add(1000), Ordering::Release);
+            }
+            "resp-id" => {
+                slot.id.store(request.id + 7, Ordering::Relaxed);
+                slot.len.store(0, Ordering::Relaxed);
+                slot.status.store(0, Ordering::Relaxed);
+                control.resp_tail.store(tail + 1, Ordering::Release);
+            }
+            "resp-bounds" => {
+                slot.id.store(request.id, Ordering::Relaxed);
+                slot.offset
+                    .store(u32::try_from(ARENA_LEN).unwrap() - 10, Ordering::Relaxed);
+                slot.len.store(4096, Ordering::Relaxed);
+                slot.status.store(0, Ordering::Relaxed);
+                control.resp_tail.store(tail + 1, Ordering::Release);
+            }
+            "resp-status" => {
+                slot.id.store(request.id, Ordering::Relaxed);
+                slot.len.store(0, Ordering::Relaxed);
+                slot.status.store(77, Ordering::Relaxed);
+                control.resp_tail.store(tail + 1, Ordering::Release);
+            }
+            "req-head" => {
+                let head = u32::try_from(request.id).unwrap_or(0).wrapping_add(5000);
+                control.req_head.store(head, Ordering::Release);
+                channel
+                    .respond(request.id, ResponseStatus::Ok, b"answered")
+                    .unwrap();
+                continue;
+            }
+            "len-flip" => {
+                channel
+                    .respond(request.id, ResponseStatus::Ok, b"flip")
+                    .unwrap();
+                let end = Instant::now() + Duration::from_millis(200);
+                let mut x = 0u32;
+                while Instant::now() < end {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    slot.len.store(x, Ordering::Relaxed);
+                    slot.offset.store(x.rotate_left(7), Ordering::Relaxed);
+                }
+                continue;
+            }
+            _ => {
+                channel
+                    .respond(request.id, ResponseStatus::Ok, b"no such garbage")
+                    .unwrap();
+                continue;
+            }
+        }
+        // Wake the scheduler if it sleeps, then never answer properly.
+        control.host_bell.notify();
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Answers each request twice.
+fn twice() -> ! {
+    let (mut channel, _, _) = raw_channel();
+    loop {
+        let request = channel.wait_next().unwrap();
+        let body = channel.payload(&request).to_vec();
+        channel
+            .respond(request.id, ResponseStatus::Ok, &body)
+            .unwrap();
+        channel
+            .respond(request.id, ResponseStatus::Ok, b"second answer")
+            .unwrap();
+    }
+}
+
+// The probe is a list of raw syscalls made on purpose to see which the sandbox refuses; each
+// takes constant or NULL arguments, or pointers to locals that outlive the call. One comment
+// here instead of one per call.
+#[allow(
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+mod probe {
+    //! What a function can see and do inside its environment, as JSON.
+    use std::ffi::CString;
+
+    use serde_json::{json, Value};
+
+    fn errno_of(ret: i64) -> Value {
+        if ret < 0 {
+            json!(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            json!("ok")
+        }
+    }
+
+    fn try_path(op: &str, path: &str) -> Value {
+        let c = CString::new(path).unwrap();
+        // SAFETY: plain syscalls on a NUL-terminated path; fds are closed right away.
+        let ret = unsafe {
+            match op {
+                "write" => libc::open(
+                    c.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                    0o644,
+                ),
+                "read" => libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC),
+                "mkdir" => libc::mkdir(c.as_ptr(), 0o755),
+                _ => unreachable!(),
+            }
+        };
+        if ret >= 0 && op != "mkdir" {
+            // SAFETY: closing the fd we just opened.
+            unsafe { libc::close(ret) };
+        }
+        errno_of(i64::from(ret))
+    }
+
+    fn status_field(name: &str) -> Value {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|v| json!(v.trim_start_matches(':').trim()))
+            })
+            .unwrap_or(Value::Null)
+    }
+
+    /// Runs one syscall and returns "ok" or its errno, read right after the call.
+    fn outcome(call: impl FnOnce() -> i64) -> Value {
+        let ret = call();
+        errno_of(ret)
+    }
+
+    pub(super) fn report() -> String {
+        // SAFETY (all closures below): each makes one raw syscall with constant or NULL
+        // arguments, or pointers to locals that outlive the call.
+        let syscalls = json!({
+            "mount": outcome(|| i64::from(unsafe { libc::mount(c"none".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) })),
+            "unshare": outcome(|| i64::from(unsafe { libc::unshare(libc::CLONE_NEWNS) })),
+            "io_uring_setup": outcome(|| unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, [0u8; 120].as_mut_ptr()) }),
+            "setns": outcome(|| i64::from(unsafe { libc::setns(0, 0) })),
+            "chroot": outcome(|| i64::from(unsafe { libc::chroot(c"/tmp".as_ptr()) })),
+            "ptrace": outcome(|| unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) }),
+            "bpf": outcome(|| unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) }),
+            "keyctl": outcome(|| unsafe { libc::syscall(libc::SYS_keyctl, 0, 0, 0) }),
+            "perf_event_open": outcome(|| unsafe { libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0) }),
+            "userfaultfd": outcome(|| unsafe { libc::syscall(libc::SYS_userfaultfd, 0) }),
+            "clone_newns": outcome(|| unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_NEWNS | libc::SIGCHLD, 0, 0, 0, 0) }),
+            "socket_netlink": outcome(|| i64::from(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) })),
+            "socket_packet": outcome(|| i64::from(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) })),
+        });
+        // SAFETY: identity queries cannot fail.
+        let (getpid, getuid, getgid) = unsafe { (libc::getpid(), libc::getuid(), libc::getgid()) };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let pids: Vec<String> = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ifaces: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+            .unwrap_or_default()
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next().map(|s| s.trim().to_owned()))
+            .collect();
+        let root: Vec<String> = std::fs::read_dir("/")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "uid": getuid, "gid": getgid, "pid": getpid,
+            "hostname": host.trim(),
+            "pids": pids, "fds": fds, "interfaces": ifaces, "root": root,
+            "cap_eff": status_field("CapEff"), "cap_prm": status_field("CapPrm"),
+            "cap_bnd": status_field("CapBnd"), "cap_amb": status_field("CapAmb"),
+            "no_new_privs": status_field("NoNewPrivs"), "seccomp": status_field("Seccomp"),
+            "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+            "passwd": std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+            "syscalls": syscalls,
+            "paths": {
+                "write_root": try_path("write", "/hearth-probe"),
+                "write_task": try_path("write", "/var/task/hearth-probe"),
+                "write_tmp": try_path("write", "/tmp/hearth-probe"),
+                "write_usr": try_path("write", "/usr/hearth-probe"),
+                "read_task": try_path("read", "/var/task/bootstrap"),
+                "write_proc_sysrq": try_path("write", "/proc/sysrq-trigger"),
+                "write_dev_null": try_path("write", "/dev/null"),
+                "read_host_os_release": try_path("read", "/etc/os-release"),
+                "mkdir_tmp": try_path("mkdir", "/tmp/hearth-probe-dir"),
+            },
+        })
+        .to_string()
+    }
+}

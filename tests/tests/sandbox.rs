@@ -1,0 +1,315 @@
+//! Tier 2 (root): real environments started by `hearth-sandbox`, probed from the inside.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hearth_ipc::{HostChannel, RequestMeta, ResponseStatus};
+use hearth_sandbox::{EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState};
+use serde_json::Value;
+
+fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this suite needs root (CI runs as root); run it with sudo"
+    );
+}
+
+struct Fixture {
+    _state: tempfile::TempDir,
+    code: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+fn fixture() -> Fixture {
+    require_root();
+    let state = tempfile::tempdir().unwrap();
+    let code = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        hearth_tests::workspace_binary("hearth-sample-fn"),
+        code.path().join("bootstrap"),
+    )
+    .unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        state_dir: state.path().to_owned(),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    Fixture {
+        _state: state,
+        code,
+        sandbox,
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 128 << 20,
+        pids: 64,
+        cpu_weight: 100,
+    }
+}
+
+fn start(f: &Fixture, handler: &str, channel: &HostChannel) -> Environment {
+    let env = vec![
+        ("_HANDLER".to_owned(), handler.to_owned()),
+        ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
+        ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+    ];
+    f.sandbox
+        .spawn(&EnvSpec {
+            code_dir: f.code.path(),
+            command: "/var/task/bootstrap",
+            args: &[],
+            env: &env,
+            channel: channel.guest_fd(),
+            stdout: None,
+            stderr: Some(std::io::stderr().as_fd()),
+            limits: limits(),
+            tmp_bytes: 16 << 20,
+            cpus: None,
+        })
+        .expect("spawn")
+}
+
+fn invoke(
+    channel: &mut HostChannel,
+    env: &mut Environment,
+    event: &[u8],
+) -> Result<(ResponseStatus, Vec<u8>), String> {
+    channel.submit(event, &RequestMeta::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        if let Some(done) = channel.poll(&mut out).map_err(|e| e.to_string())? {
+            return Ok((done.status, out));
+        }
+        if let SetupState::Failed(f) = env.poll_setup() {
+            return Err(f.to_string());
+        }
+        if let Some(status) = env.try_wait().unwrap() {
+            return Err(format!("environment exited: {status}"));
+        }
+        assert!(Instant::now() < deadline, "no answer within 10 s");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[test]
+fn the_probe_sees_an_isolated_environment() {
+    let f = fixture();
+    let mut channel = HostChannel::create().unwrap();
+    let mut env = start(&f, "probe", &channel);
+    let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
+    assert_eq!(status, ResponseStatus::Ok);
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(report["uid"], 65534);
+    assert_eq!(report["pid"], 1, "first process of its own pid namespace");
+    assert_eq!(
+        report["pids"],
+        serde_json::json!(["1"]),
+        "sees only itself in /proc"
+    );
+    assert_eq!(report["hostname"], "hearth");
+    assert_eq!(report["cap_eff"], "0000000000000000");
+    assert_eq!(report["cap_prm"], "0000000000000000");
+    assert_eq!(report["cap_bnd"], "0000000000000000");
+    assert_eq!(report["cap_amb"], "0000000000000000");
+    assert_eq!(report["no_new_privs"], "1");
+    assert_eq!(report["seccomp"], "2");
+    assert_eq!(
+        report["interfaces"],
+        serde_json::json!(["lo"]),
+        "an empty network namespace"
+    );
+    let mut fds: Vec<String> = serde_json::from_value(report["fds"].clone()).unwrap();
+    fds.sort();
+    // The runtime closes the channel fd once it has mapped it; 3 is the directory being listed.
+    assert_eq!(fds, ["0", "1", "2", "3"], "only stdio is inherited");
+    let sys = &report["syscalls"];
+    for denied in [
+        "mount",
+        "unshare",
+        "io_uring_setup",
+        "setns",
+        "chroot",
+        "ptrace",
+        "bpf",
+        "keyctl",
+        "perf_event_open",
+        "userfaultfd",
+        "clone_newns",
+    ] {
+        assert_eq!(sys[denied], libc::EPERM, "{denied} must fail with EPERM");
+    }
+    let paths = &report["paths"];
+    assert_eq!(paths["write_root"], libc::EROFS);
+    assert_eq!(paths["write_task"], libc::EROFS);
+    assert_eq!(paths["write_usr"], libc::EROFS);
+    assert_eq!(paths["write_tmp"], "ok");
+    assert_eq!(paths["mkdir_tmp"], "ok");
+    assert_eq!(paths["read_task"], "ok");
+    assert_eq!(paths["write_dev_null"], "ok");
+    assert_eq!(
+        paths["read_host_os_release"],
+        libc::ENOENT,
+        "the host's /etc is not visible"
+    );
+    let passwd = report["passwd"].as_str().unwrap();
+    assert!(passwd.contains("sbx_user:x:65534:65534"), "{passwd}");
+    assert_eq!(
+        passwd.lines().count(),
+        2,
+        "only the skeleton's users: {passwd}"
+    );
+    assert_ne!(paths["write_proc_sysrq"], "ok");
+    assert!(
+        report["cgroup"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .all(|l| l.ends_with(":/")),
+        "cgroup namespace rooted at its own cgroup: {}",
+        report["cgroup"]
+    );
+    assert_eq!(sys["socket_netlink"], libc::ENOSYS);
+    assert_eq!(sys["socket_packet"], libc::ENOSYS);
+    let root: Vec<String> = serde_json::from_value(report["root"].clone()).unwrap();
+    let mut root = root;
+    root.sort();
+    assert_eq!(
+        root,
+        ["bin", "dev", "etc", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr", "var"]
+    );
+
+    let pid = env.pid();
+    let cgroup = env.cgroup_path().unwrap().to_owned();
+    drop(env);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the environment process is gone"
+    );
+    assert!(!cgroup.exists(), "its cgroup is removed");
+}
+
+fn wait_exit(env: &mut Environment) -> hearth_sandbox::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = env.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "environment did not exit within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_failing_setup_step_is_reported_by_name() {
+    let f = fixture();
+    let channel = HostChannel::create().unwrap();
+    let missing = f.code.path().join("does-not-exist");
+    let env_vars = vec![("_HANDLER".to_owned(), "echo".to_owned())];
+    let mut env = f
+        .sandbox
+        .spawn(&EnvSpec {
+            code_dir: &missing,
+            command: "/var/task/bootstrap",
+            args: &[],
+            env: &env_vars,
+            channel: channel.guest_fd(),
+            stdout: None,
+            stderr: None,
+            limits: limits(),
+            tmp_bytes: 1 << 20,
+            cpus: None,
+        })
+        .unwrap();
+    assert_eq!(wait_exit(&mut env), hearth_sandbox::ExitStatus::Exited(127));
+    let SetupState::Failed(failure) = env.poll_setup() else {
+        panic!("setup should have failed")
+    };
+    assert_eq!(failure.step, hearth_sandbox::Step::BindCode);
+    assert_eq!(failure.errno, libc::ENOENT);
+    assert!(
+        failure
+            .to_string()
+            .contains("bind-mounting the function code at /var/task"),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_missing_program_fails_at_exec() {
+    let f = fixture();
+    let channel = HostChannel::create().unwrap();
+    let env_vars = vec![];
+    let mut env = f
+        .sandbox
+        .spawn(&EnvSpec {
+            code_dir: f.code.path(),
+            command: "/var/task/no-such-bootstrap",
+            args: &[],
+            env: &env_vars,
+            channel: channel.guest_fd(),
+            stdout: None,
+            stderr: None,
+            limits: limits(),
+            tmp_bytes: 1 << 20,
+            cpus: None,
+        })
+        .unwrap();
+    wait_exit(&mut env);
+    assert_eq!(
+        env.poll_setup(),
+        SetupState::Failed(hearth_sandbox::SetupFailure {
+            step: hearth_sandbox::Step::Exec,
+            errno: libc::ENOENT
+        })
+    );
+}
+
+#[test]
+fn a_crash_is_reported_as_its_signal() {
+    let f = fixture();
+    let mut channel = HostChannel::create().unwrap();
+    let mut env = start(&f, "crash", &channel);
+    let err = invoke(&mut channel, &mut env, b"").unwrap_err();
+    assert_eq!(err, "environment exited: signal: segmentation fault");
+}
+
+#[test]
+fn memory_beyond_the_limit_is_killed_inside_its_own_cgroup() {
+    let f = fixture();
+    let mut channel = HostChannel::create().unwrap();
+    let mut env = start(&f, "alloc", &channel);
+    // Within the 128 MiB limit: fine.
+    let (status, body) = invoke(&mut channel, &mut env, b"32").unwrap();
+    assert_eq!(
+        (status, body.as_slice()),
+        (ResponseStatus::Ok, &b"allocated 32 MiB"[..])
+    );
+    // Beyond it: the kernel's OOM killer acts inside the environment's cgroup.
+    let err = invoke(&mut channel, &mut env, b"512").unwrap_err();
+    assert_eq!(err, "environment exited: signal: killed");
+    assert!(env.oom_killed(), "the cgroup recorded an OOM kill");
+}
+
+#[test]
+fn dropping_an_environment_kills_it_and_removes_its_cgroup() {
+    let f = fixture();
+    let mut channel = HostChannel::create().unwrap();
+    let mut env = start(&f, "echo", &channel);
+    assert_eq!(invoke(&mut channel, &mut env, b"hi").unwrap().1, b"hi");
+    let (pid, cgroup) = (env.pid(), env.cgroup_path().unwrap().to_owned());
+    assert!(cgroup.exists());
+    assert_eq!(env.process_count(), 1);
+    drop(env);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!cgroup.exists());
+}
