@@ -1,1 +1,185 @@
-fn main() {}
+//! `hearth-bench`: hearth's latency and throughput harness.
+//!
+//! ```text
+//! hearth-bench [--quick] [SCENARIO-PREFIX...]
+//! ```
+//!
+//! Prints one JSON object per scenario on stdout (`{"scenario", "n", "p50_us", "p99_us",
+//! "p999_us", "max_us", "per_sec", ...}`), and the machine's physical limits measured in the same
+//! run so results read as ratios. Positional arguments select scenarios by name prefix
+//! (`hearth-bench warm limit`); `--quick` shrinks every scenario so the whole selection finishes
+//! within a minute. Needs root (environments use namespaces and cgroups).
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod limits;
+mod report;
+mod scenarios;
+mod sys;
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::report::Latencies;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Scenario names, in the order they run.
+const SCENARIOS: &[&str] = &[
+    "limit.spin_pingpong",
+    "limit.futex_pingpong",
+    "limit.fork",
+    "warm.native",
+    "warm.native.inflight64",
+    "warm.native.parked",
+    "cold.native",
+    "mem.idle_env",
+];
+
+struct Options {
+    quick: bool,
+    prefixes: Vec<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        quick: false,
+        prefixes: Vec::new(),
+    };
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "-h" | "--help" => {
+                return Err(format!(
+                    "usage: hearth-bench [--quick] [SCENARIO-PREFIX...]\n\nscenarios:\n  {}",
+                    SCENARIOS.join("\n  ")
+                ))
+            }
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown option {flag} (try --help)"))
+            }
+            prefix => options.prefixes.push(prefix.to_owned()),
+        }
+    }
+    for prefix in &options.prefixes {
+        if !SCENARIOS.iter().any(|s| s.starts_with(prefix.as_str())) {
+            return Err(format!(
+                "no scenario starts with {prefix:?}; scenarios: {}",
+                SCENARIOS.join(", ")
+            ));
+        }
+    }
+    Ok(options)
+}
+
+fn emit(line: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn machine() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    format!(
+        "Linux {} on {} CPUs ({model})",
+        kernel.trim(),
+        sys::allowed_cpus().len()
+    )
+}
+
+fn main() {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let selected: Vec<&str> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| {
+            options.prefixes.is_empty()
+                || options.prefixes.iter().any(|p| s.starts_with(p.as_str()))
+        })
+        .collect();
+    eprintln!(
+        "hearth-bench: {} scenario(s){} on {}",
+        selected.len(),
+        if options.quick { ", quick" } else { "" },
+        machine()
+    );
+    if let Err(e) = run(&selected, options.quick) {
+        eprintln!("hearth-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(selected: &[&str], quick: bool) -> Result<()> {
+    let n = |full: u64, short: u64| if quick { short } else { full };
+    let mut futex_p50 = None;
+    let mut bench = None;
+    for &scenario in selected {
+        let (lat, elapsed, extra): (Latencies, Duration, Value) = match scenario {
+            "limit.spin_pingpong" => {
+                let (lat, elapsed) = limits::spin_pingpong(n(200_000, 50_000));
+                (lat, elapsed, json!({ "cpus": limits::cpu_pair() }))
+            }
+            "limit.futex_pingpong" => {
+                let (lat, elapsed) = limits::futex_pingpong(n(20_000, 5_000));
+                futex_p50 = Some(lat.quantile_us(0.5));
+                (lat, elapsed, json!({ "cpus": limits::cpu_pair() }))
+            }
+            "limit.fork" => {
+                let (lat, elapsed) = limits::fork(n(2_000, 500));
+                (lat, elapsed, json!({}))
+            }
+            engine_scenario => {
+                if !sys::is_root() {
+                    anyhow::bail!("{engine_scenario} starts real environments and needs root");
+                }
+                if !scenarios::sample_present() {
+                    anyhow::bail!("hearth-sample-fn is missing next to hearth-bench: cargo build --release --workspace");
+                }
+                if bench.is_none() {
+                    bench = Some(scenarios::Bench::start()?);
+                }
+                let bench = bench.as_ref().expect("bench started above");
+                match engine_scenario {
+                    "warm.native" => scenarios::warm(bench, n(500_000, 100_000))?,
+                    "warm.native.inflight64" => {
+                        scenarios::inflight64(bench, n(2_000_000, 500_000))?
+                    }
+                    "warm.native.parked" => {
+                        let (lat, elapsed, mut extra) =
+                            scenarios::parked(bench, n(2_000, 400), Duration::from_millis(2))?;
+                        if let Some(limit) = futex_p50 {
+                            extra["vs_futex_pingpong_p50"] =
+                                json!(report::round2(lat.quantile_us(0.5) / limit));
+                        }
+                        (lat, elapsed, extra)
+                    }
+                    "cold.native" => scenarios::cold(bench, n(500, 150))?,
+                    "mem.idle_env" => scenarios::idle_memory(bench, if quick { 16 } else { 32 })?,
+                    other => anyhow::bail!("unknown scenario {other}"),
+                }
+            }
+        };
+        emit(&lat.line(scenario, elapsed, extra));
+    }
+    if let Some(bench) = bench {
+        bench.engine.shutdown();
+    }
+    Ok(())
+}

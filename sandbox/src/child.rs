@@ -8,7 +8,8 @@
 //!
 //! The order matters and is the point of this file:
 //!
-//! 1. reset inherited signal handlers, then wait for uid/gid maps (user namespace only);
+//! 1. reset inherited signal handlers, close every inherited fd the plan does not use, then wait
+//!    for uid/gid maps (user namespace only);
 //! 2. join the cgroup (cgroup v1; v2 uses `CLONE_INTO_CGROUP`) and only then create the cgroup
 //!    namespace, so its root is the environment's own cgroup;
 //! 3. join the empty network namespace; ask for SIGKILL if the scheduler thread dies;
@@ -106,6 +107,10 @@ impl ExecPlan {
 /// Everything the child does, decided by the parent.
 #[derive(Debug)]
 pub(crate) struct ChildPlan {
+    /// Every fd the child uses, sorted; all others are closed first thing, so the child does
+    /// not hold the daemon's other files open (a file open for writing in any process cannot be
+    /// executed: ETXTBSY).
+    pub keep_fds: Vec<RawFd>,
     pub reset_signals: Vec<i32>,
     pub userns_sync: Option<RawFd>,
     pub cgroup_procs: Vec<RawFd>,
@@ -156,6 +161,7 @@ pub(crate) trait Sys {
     fn dup_above(&mut self, fd: RawFd, min: RawFd) -> Result<RawFd, Errno>;
     fn dup3(&mut self, old: RawFd, new: RawFd, cloexec: bool) -> Result<(), Errno>;
     fn close_from(&mut self, first: RawFd) -> Result<(), Errno>;
+    fn close_range(&mut self, first: RawFd, last: RawFd) -> Result<(), Errno>;
     fn setgroups_empty(&mut self) -> Result<(), Errno>;
     fn setresgid(&mut self, gid: u32) -> Result<(), Errno>;
     fn setresuid(&mut self, uid: u32) -> Result<(), Errno>;
@@ -191,10 +197,18 @@ pub(crate) fn run<S: Sys>(plan: &ChildPlan, sys: &mut S) -> (Failure, RawFd) {
 }
 
 fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<(), Failure> {
-    // 1. signals and user namespace.
+    // 1. signals, inherited fds, user namespace.
     for &sig in &plan.reset_signals {
         at(Step::ResetSignals, sys.reset_signal(sig))?;
     }
+    let mut next: RawFd = 0;
+    for &keep in &plan.keep_fds {
+        if keep > next {
+            at(Step::CloseInheritedFds, sys.close_range(next, keep - 1))?;
+        }
+        next = keep.saturating_add(1);
+    }
+    at(Step::CloseInheritedFds, sys.close_from(next))?;
     if let Some(fd) = plan.userns_sync {
         match sys.read_byte(fd) {
             Ok(1) => {}
@@ -533,6 +547,11 @@ impl Sys for RawSys {
         })
     }
 
+    fn close_range(&mut self, first: RawFd, last: RawFd) -> Result<(), Errno> {
+        // SAFETY: integer arguments only.
+        ok(unsafe { syscall6(libc::SYS_close_range, [int(first), int(last), 0, 0, 0, 0]) })
+    }
+
     fn setgroups_empty(&mut self) -> Result<(), Errno> {
         // SAFETY: size 0 with a NULL list.
         ok(unsafe { syscall6(libc::SYS_setgroups, [0, 0, 0, 0, 0, 0]) })
@@ -787,6 +806,9 @@ pub(crate) mod tests {
         }
         fn close_from(&mut self, first: RawFd) -> Result<(), Errno> {
             self.call(format!("close_range {first}"))
+        }
+        fn close_range(&mut self, first: RawFd, last: RawFd) -> Result<(), Errno> {
+            self.call(format!("close_range {first}..={last}"))
         }
         fn setgroups_empty(&mut self) -> Result<(), Errno> {
             self.call("setgroups".into())

@@ -205,7 +205,23 @@ pub(crate) fn build(
         .map(|(k, v)| cstring("environment variable", &format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
     let cpus = spec.cpus.map(crate::sys::cpu_set);
+    let fds = FdPlan {
+        error: error_fd,
+        channel: spec.channel.as_raw_fd(),
+        stdin: fixed.devnull,
+        stdout: spec.stdout.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
+        stderr: spec.stderr.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
+    };
+    let mut keep_fds: Vec<RawFd> = [fds.error, fds.channel, fds.stdin, fds.stdout, fds.stderr]
+        .into_iter()
+        .chain(cgroup_procs.iter().copied())
+        .chain(fixed.netns)
+        .chain(userns_sync)
+        .collect();
+    keep_fds.sort_unstable();
+    keep_fds.dedup();
     Ok(ChildPlan {
+        keep_fds,
         reset_signals: fixed.reset_signals.to_vec(),
         userns_sync,
         cgroup_procs,
@@ -215,13 +231,7 @@ pub(crate) fn build(
         hostname: cstring("hostname", fixed.hostname)?,
         cpus,
         rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
-        fds: FdPlan {
-            error: error_fd,
-            channel: spec.channel.as_raw_fd(),
-            stdin: fixed.devnull,
-            stdout: spec.stdout.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
-            stderr: spec.stderr.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
-        },
+        fds,
         cap_last_cap: fixed.cap_last_cap,
         uid: fixed.uid,
         gid: fixed.gid,
@@ -316,7 +326,12 @@ mod tests {
             at("umount2 . MNT_DETACH") < at("mount - / - 0x1027"),
             "the root is remounted read-only after pivot"
         );
-        assert!(at("dup3") < at("close_range 5"));
+        let close_rest = rec
+            .calls
+            .iter()
+            .rposition(|c| c == "close_range 5")
+            .unwrap();
+        assert!(at("dup3") < close_rest);
         assert!(
             at("prctl 24 40") < at("setresuid 65534"),
             "the bounding set is dropped while CAP_SETPCAP is held"
@@ -350,6 +365,36 @@ mod tests {
             .any(|c| c.starts_with("execve") || c.starts_with("seccomp")));
         let (_, (step, _)) = recorded(Some("landlock_restrict"));
         assert_eq!(step, Step::LandlockRestrict);
+    }
+
+    #[test]
+    fn fds_the_child_does_not_use_are_closed_before_anything_else() {
+        let (rec, _) = recorded(None);
+        let closes: Vec<&String> = rec
+            .calls
+            .iter()
+            .take_while(|c| !c.starts_with("write"))
+            .filter(|c| c.starts_with("close_range"))
+            .collect();
+        // Kept: devnull (the fixture's fd), 7 (netns), 20, 21 (cgroup.procs), 30 (error pipe).
+        let devnull = closes[0]
+            .trim_start_matches("close_range 0..=")
+            .parse::<i32>()
+            .unwrap()
+            + 1;
+        let expect = [
+            format!("close_range 0..={}", devnull - 1),
+            format!("close_range {}..=6", devnull + 1),
+            "close_range 8..=19".to_owned(),
+            "close_range 22..=29".to_owned(),
+            "close_range 31".to_owned(),
+        ];
+        assert!(devnull < 7, "fixture's /dev/null fd is small");
+        assert_eq!(
+            closes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            expect.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert!(rec.position("close_range 31") < rec.position("write 20 0"));
     }
 
     #[test]

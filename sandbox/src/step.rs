@@ -7,6 +7,7 @@
 #[allow(missing_docs)] // each variant's meaning is its Display text
 pub enum Step {
     ResetSignals = 1,
+    CloseInheritedFds,
     WaitUserNamespace,
     JoinCgroup,
     UnshareCgroupNamespace,
@@ -46,8 +47,9 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 37] = [
+    const ALL: [Step; 38] = [
         Step::ResetSignals,
+        Step::CloseInheritedFds,
         Step::WaitUserNamespace,
         Step::JoinCgroup,
         Step::UnshareCgroupNamespace,
@@ -96,6 +98,7 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Step::ResetSignals => "resetting signal handlers",
+            Step::CloseInheritedFds => "closing the daemon's other file descriptors",
             Step::WaitUserNamespace => "waiting for the user namespace id maps",
             Step::JoinCgroup => "joining the environment's cgroup",
             Step::UnshareCgroupNamespace => "creating the cgroup namespace",

@@ -1,1 +1,51 @@
-//! placeholder
+//! The hearth scheduler: an [`Engine`] of per-core [`Shard`]s that keep warm execution
+//! environments per function, admit invocations against account-wide and per-function
+//! concurrency limits with lock-free counters, and invoke functions over shared-memory rings.
+//!
+//! ```text
+//! Engine ── registry (lock-free snapshot) ── admission (atomic counters) ── sandbox
+//!   ├─ shard 0 (thread on CPU 0): io_uring, warm pools, environments
+//!   └─ shard 1 (thread on CPU 1): ...
+//! ```
+//!
+//! Embedded API (no HTTP yet):
+//!
+//! ```no_run
+//! use hearth_scheduler::{Engine, EngineConfig, FunctionConfig};
+//! let engine = Engine::start(EngineConfig::default())?;
+//! engine.create_function(FunctionConfig::new("echo", "/srv/functions/echo", "echo"))?;
+//! let (outcome, payload) = engine.invoke("echo", b"hello")?;
+//! assert!(outcome.error.is_none());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+// Under `cfg(loom)` only admission (and what it uses) is built: it is what the model checks,
+// and the rest needs the real shared-memory channel, which the ipc crate builds without loom.
+pub mod admission;
+mod config;
+#[cfg(not(loom))]
+mod engine;
+mod error;
+#[cfg(not(loom))]
+mod registry;
+#[cfg(not(loom))]
+mod shard;
+mod sync;
+#[cfg(not(loom))]
+mod sys;
+#[cfg(not(loom))]
+mod uring;
+
+pub use config::{
+    EngineConfig, EnvCpus, FunctionConfig, FunctionOutput, DEFAULT_ACCOUNT_CONCURRENCY,
+    MIN_UNRESERVED_CONCURRENCY, RESERVED_ENV,
+};
+#[cfg(not(loom))]
+pub use engine::{Engine, EngineError};
+pub use error::{FunctionError, InvokeError, RegistryError, Throttle, ThrottleReason};
+pub use hearth_sandbox::{ExitStatus, LandlockMode, SandboxConfig};
+#[cfg(not(loom))]
+pub use registry::Function;
+#[cfg(not(loom))]
+pub use shard::{format_request_id, Completion, Outcome, Shard, ShardStats, Start};

@@ -2,7 +2,7 @@
 //! `src/bin/`. This library holds what both share.
 #![warn(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Path of a binary built from this workspace (e.g. the sample function), next to the test
 /// executable's own directory (`target/<profile>/`).
@@ -20,4 +20,34 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Fails the test unless it runs as root: the suites that start real environments need it, and
+/// must say so rather than pass vacuously.
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test starts real environments and needs root (CI runs as root); run the suite with sudo");
+}
+
+/// A directory holding the sample function as `bootstrap`, as a function's code. It is written
+/// once per test process, before any test can start an environment: an environment cloned while
+/// another thread still has the file open for writing could not execute it (ETXTBSY).
+pub fn sample_code_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            workspace_binary("hearth-sample-fn"),
+            dir.path().join("bootstrap"),
+        )
+        .expect("copy the sample function");
+        dir
+    })
+    .path()
+}
+
+/// Whether process `pid` exists.
+pub fn process_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }

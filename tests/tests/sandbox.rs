@@ -8,30 +8,18 @@ use hearth_ipc::{HostChannel, RequestMeta, ResponseStatus};
 use hearth_sandbox::{EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState};
 use serde_json::Value;
 
-fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this suite needs root (CI runs as root); run it with sudo"
-    );
-}
+use hearth_tests::require_root;
 
 struct Fixture {
     _state: tempfile::TempDir,
-    code: tempfile::TempDir,
+    code: &'static std::path::Path,
     sandbox: Sandbox,
 }
 
 fn fixture() -> Fixture {
     require_root();
     let state = tempfile::tempdir().unwrap();
-    let code = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        hearth_tests::workspace_binary("hearth-sample-fn"),
-        code.path().join("bootstrap"),
-    )
-    .unwrap();
+    let code = hearth_tests::sample_code_dir();
     let sandbox = Sandbox::new(SandboxConfig {
         state_dir: state.path().to_owned(),
         ..SandboxConfig::default()
@@ -60,7 +48,7 @@ fn start(f: &Fixture, handler: &str, channel: &HostChannel) -> Environment {
     ];
     f.sandbox
         .spawn(&EnvSpec {
-            code_dir: f.code.path(),
+            code_dir: f.code,
             command: "/var/task/bootstrap",
             args: &[],
             env: &env,
@@ -213,7 +201,7 @@ fn wait_exit(env: &mut Environment) -> hearth_sandbox::ExitStatus {
 fn a_failing_setup_step_is_reported_by_name() {
     let f = fixture();
     let channel = HostChannel::create().unwrap();
-    let missing = f.code.path().join("does-not-exist");
+    let missing = f.code.join("does-not-exist");
     let env_vars = vec![("_HANDLER".to_owned(), "echo".to_owned())];
     let mut env = f
         .sandbox
@@ -252,7 +240,7 @@ fn a_missing_program_fails_at_exec() {
     let mut env = f
         .sandbox
         .spawn(&EnvSpec {
-            code_dir: f.code.path(),
+            code_dir: f.code,
             command: "/var/task/no-such-bootstrap",
             args: &[],
             env: &env_vars,

@@ -1,0 +1,274 @@
+//! hearth's own scenarios, all on one engine with one shard pinned to the first CPU (its
+//! environments run on the others): warm invocations one at a time, 64 in flight, with the
+//! environment asleep between calls, cold starts, and the memory an idle environment costs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hearth_scheduler::{
+    Engine, EngineConfig, Function, FunctionConfig, FunctionOutput, Shard, Start,
+};
+use serde_json::{json, Value};
+
+use crate::report::{round2, Latencies};
+
+/// The engine under test and the code of its functions.
+pub struct Bench {
+    pub engine: Engine,
+    _code: tempfile::TempDir,
+}
+
+const EVENT: &[u8] = br#"{"hello":"hearth"}"#;
+
+impl Bench {
+    /// Starts an engine with one shard and registers the benchmark's functions, all running the
+    /// sample function built next to this binary.
+    pub fn start() -> Result<Self> {
+        let exe = std::env::current_exe()?;
+        let sample = exe.with_file_name("hearth-sample-fn");
+        if !sample.exists() {
+            bail!(
+                "{} is missing: build the workspace (cargo build --release --workspace)",
+                sample.display()
+            );
+        }
+        let code = tempfile::tempdir()?;
+        std::fs::copy(&sample, code.path().join("bootstrap"))
+            .context("copying the sample function")?;
+        let engine = Engine::start(EngineConfig {
+            shards: 1,
+            function_output: FunctionOutput::Discard,
+            prepared_cgroups: 8,
+            ..EngineConfig::default()
+        })
+        .context("starting the engine (hearth-bench needs root for namespaces and cgroups)")?;
+        let function = |name: &str, handler: &str, depth: u32| {
+            let mut config = FunctionConfig::new(name, code.path(), handler);
+            config.pipeline_depth = depth;
+            config
+        };
+        engine.create_function(function("echo", "echo", 1))?;
+        engine.create_function(function("echo64", "echo", 64))?;
+        engine.create_function(function("cold", "echo", 1))?;
+        engine.create_function(function("idle", "sleep", 1))?;
+        Ok(Self {
+            engine,
+            _code: code,
+        })
+    }
+
+    fn on_shard<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Shard) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.engine.on_shard(0, job)?
+    }
+}
+
+fn function(shard: &Shard, name: &str) -> Result<Arc<Function>> {
+    Ok(shard.function(name)?)
+}
+
+/// One invocation at a time, the environment warm and spinning.
+pub fn warm(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
+    bench.on_shard(move |shard| {
+        let f = function(shard, "echo")?;
+        let mut out = Vec::with_capacity(64);
+        for _ in 0..n / 10 + 1000 {
+            shard.invoke_into(&f, EVENT, &mut out)?;
+        }
+        let mut lat = Latencies::new();
+        let start = Instant::now();
+        for _ in 0..n {
+            let t0 = Instant::now();
+            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
+            lat.record(t0.elapsed());
+            debug_assert_eq!(outcome.start, Start::Warm);
+        }
+        let elapsed = start.elapsed();
+        if out != EVENT {
+            bail!("echo answered {:?}", String::from_utf8_lossy(&out));
+        }
+        Ok((lat, elapsed, json!({ "payload_bytes": EVENT.len() })))
+    })
+}
+
+/// 64 invocations in flight, queued in one environment's ring (pipeline depth 64).
+pub fn inflight64(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
+    bench.on_shard(move |shard| {
+        let f = function(shard, "echo64")?;
+        const WINDOW: usize = 64;
+        let run = |shard: &mut Shard, n: u64, lat: &mut Latencies| -> Result<()> {
+            let mut sent = [Instant::now(); WINDOW];
+            let mut submitted = 0u64;
+            let mut completed = 0u64;
+            for (tag, at) in sent.iter_mut().enumerate() {
+                *at = Instant::now();
+                shard.submit(&f, EVENT, tag as u64)?;
+                submitted += 1;
+            }
+            let mut done = Vec::with_capacity(WINDOW);
+            while completed < n {
+                done.clear();
+                shard.poll(&mut done, Some(Duration::from_secs(5)));
+                let now = Instant::now();
+                for completion in done.drain(..) {
+                    let tag = usize::try_from(completion.tag).unwrap_or(0) % WINDOW;
+                    completion.result?;
+                    lat.record(now - sent[tag]);
+                    shard.recycle(completion.payload);
+                    completed += 1;
+                    if submitted < n {
+                        sent[tag] = Instant::now();
+                        shard.submit(&f, EVENT, tag as u64)?;
+                        submitted += 1;
+                    }
+                }
+            }
+            Ok(())
+        };
+        let before: std::collections::HashSet<i32> = shard.environment_pids().into_iter().collect();
+        run(shard, n / 10 + WINDOW as u64, &mut Latencies::new())?;
+        let mut lat = Latencies::new();
+        let start = Instant::now();
+        run(shard, n, &mut lat)?;
+        let elapsed = start.elapsed();
+        let envs = shard
+            .environment_pids()
+            .iter()
+            .filter(|p| !before.contains(p))
+            .count();
+        Ok((
+            lat,
+            elapsed,
+            json!({ "in_flight": WINDOW, "environments": envs, "pipeline_depth": 64 }),
+        ))
+    })
+}
+
+/// One invocation at a time with a pause before each, long enough for the environment to stop
+/// spinning and sleep on its doorbell: the invocation must wake it.
+pub fn parked(bench: &Bench, n: u64, gap: Duration) -> Result<(Latencies, Duration, Value)> {
+    bench.on_shard(move |shard| {
+        let f = function(shard, "echo")?;
+        let mut out = Vec::new();
+        shard.invoke_into(&f, EVENT, &mut out)?;
+        let mut lat = Latencies::new();
+        let mut asleep = 0u64;
+        let mut busy = Duration::ZERO;
+        for _ in 0..n {
+            std::thread::sleep(gap);
+            if shard.idle_environment_asleep(&f) == Some(true) {
+                asleep += 1;
+            }
+            let t0 = Instant::now();
+            shard.invoke_into(&f, EVENT, &mut out)?;
+            let took = t0.elapsed();
+            busy += took;
+            lat.record(took);
+        }
+        Ok((lat, busy, json!({ "gap_us": gap.as_micros(), "parked_fraction": round2(asleep as f64 / n as f64) })))
+    })
+}
+
+/// Request for a new, fully isolated environment to its first response.
+pub fn cold(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
+    bench.on_shard(move |shard| {
+        let f = function(shard, "cold")?;
+        let mut out = Vec::new();
+        let mut lat = Latencies::new();
+        let mut busy = Duration::ZERO;
+        for i in 0..n + n / 10 {
+            shard.housekeeping();
+            let t0 = Instant::now();
+            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
+            let took = t0.elapsed();
+            if outcome.start != Start::Cold {
+                bail!("expected a cold start, got {:?}", outcome.start);
+            }
+            if out != EVENT {
+                bail!("cold echo answered {:?}", String::from_utf8_lossy(&out));
+            }
+            if i >= n / 10 {
+                lat.record(took);
+                busy += took;
+            }
+            shard.retire_idle(&f);
+        }
+        Ok((lat, busy, json!({ "isolation": "pid+mnt+ipc+uts+cgroup+net namespaces, pivot_root, seccomp, landlock, no caps, cgroup limits" })))
+    })
+}
+
+/// PSS of idle environments.
+pub fn idle_memory(bench: &Bench, envs: usize) -> Result<(Latencies, Duration, Value)> {
+    let pids = bench.on_shard(move |shard| {
+        let f = function(shard, "idle")?;
+        let before: std::collections::HashSet<i32> = shard.environment_pids().into_iter().collect();
+        let start = Instant::now();
+        for tag in 0..envs {
+            shard.submit(&f, b"50", tag as u64)?;
+        }
+        let mut done = Vec::new();
+        while done.len() < envs && start.elapsed() < Duration::from_secs(30) {
+            shard.poll(&mut done, Some(Duration::from_millis(100)));
+        }
+        for completion in &done {
+            if let Err(e) = &completion.result {
+                bail!("starting idle environments: {e}");
+            }
+        }
+        Ok(shard
+            .environment_pids()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect::<Vec<_>>())
+    })?;
+    // Let them settle into their idle wait.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut lat = Latencies::new();
+    let mut pss = Vec::new();
+    let mut rss = Vec::new();
+    for pid in &pids {
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .with_context(|| format!("reading smaps_rollup of {pid}"))?;
+        let field = |name: &str| -> u64 {
+            rollup
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|v| v.split_whitespace().next())
+                        .and_then(|v| v.parse().ok())
+                })
+                .unwrap_or(0)
+        };
+        pss.push(field("Pss:"));
+        rss.push(field("Rss:"));
+        lat.record(Duration::from_nanos(1));
+    }
+    let mean = |v: &[u64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<u64>() as f64 / v.len() as f64
+        }
+    };
+    Ok((
+        lat,
+        Duration::ZERO,
+        json!({
+            "environments": pids.len(),
+            "pss_kib": round2(mean(&pss)),
+            "pss_kib_max": pss.iter().max().copied().unwrap_or(0),
+            "rss_kib": round2(mean(&rss)),
+        }),
+    ))
+}
+
+/// Whether the sample function exists next to this binary (for a clear error before starting).
+pub fn sample_present() -> bool {
+    std::env::current_exe()
+        .map(|e| e.with_file_name("hearth-sample-fn"))
+        .is_ok_and(|p| Path::new(&p).exists())
+}

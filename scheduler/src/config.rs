@@ -1,0 +1,262 @@
+//! Configuration of the engine and of functions, with Lambda's validation rules.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hearth_sandbox::SandboxConfig;
+
+use crate::error::RegistryError;
+
+/// Lambda's default account concurrency limit.
+pub const DEFAULT_ACCOUNT_CONCURRENCY: u32 = 1000;
+/// Reserved concurrency can never leave the account with less unreserved concurrency than this.
+pub const MIN_UNRESERVED_CONCURRENCY: u32 = 100;
+
+/// Where environments' stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FunctionOutput {
+    /// The daemon's stderr.
+    #[default]
+    Inherit,
+    /// Discarded.
+    Discard,
+}
+
+/// Which CPUs an environment may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnvCpus {
+    /// Every CPU but the one its shard is pinned to (when there is more than one): the shard and
+    /// the environment each spin on their own core instead of fighting over one.
+    #[default]
+    OtherThanShard,
+    /// Any CPU.
+    Any,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of shards (threads, each pinned to one CPU). Default: one per CPU.
+    pub shards: usize,
+    /// Pin shard threads to CPUs.
+    pub pin_shards: bool,
+    /// Account-wide ("region") concurrency limit.
+    pub account_concurrency: u32,
+    /// How long an idle environment is kept warm.
+    pub keep_alive: Duration,
+    /// Environments' CPUs.
+    pub env_cpus: EnvCpus,
+    /// Environments' stdout and stderr.
+    pub function_output: FunctionOutput,
+    /// Empty cgroups each shard keeps ready so cold starts skip `mkdir`.
+    pub prepared_cgroups: usize,
+    /// Sandbox settings.
+    pub sandbox: SandboxConfig,
+    /// `AWS_REGION` shown to functions.
+    pub region: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_shards: true,
+            account_concurrency: DEFAULT_ACCOUNT_CONCURRENCY,
+            keep_alive: Duration::from_secs(600),
+            env_cpus: EnvCpus::default(),
+            function_output: FunctionOutput::default(),
+            prepared_cgroups: 4,
+            sandbox: SandboxConfig::default(),
+            region: "us-east-1".into(),
+        }
+    }
+}
+
+/// A function's code and configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionConfig {
+    /// Name: 1–64 of `[A-Za-z0-9_-]`.
+    pub name: String,
+    /// Directory holding the code, shown read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// Program to run inside the environment (Lambda's `provided` runtimes run `bootstrap`).
+    pub command: String,
+    /// Lambda's handler string, passed as `_HANDLER`.
+    pub handler: String,
+    /// Memory in MB: 128–10240. The environment's cgroup limit.
+    pub memory_mb: u32,
+    /// Timeout: up to 900 s.
+    pub timeout: Duration,
+    /// Environment variables (4 KB in total at most).
+    pub environment: Vec<(String, String)>,
+    /// Size of `/tmp` in MB: 512–10240.
+    pub ephemeral_storage_mb: u32,
+    /// Invocations the scheduler may queue in one warm environment's ring instead of starting
+    /// another environment: 1 (Lambda's behaviour: one at a time) to 64. The environment still
+    /// runs them one at a time, in order; each one's timeout starts when the previous one ends.
+    pub pipeline_depth: u32,
+}
+
+impl FunctionConfig {
+    /// A function running `/var/task/bootstrap` from `code_dir` with Lambda's defaults
+    /// (128 MB, 3 s, 512 MB of `/tmp`).
+    pub fn new(
+        name: impl Into<String>,
+        code_dir: impl Into<PathBuf>,
+        handler: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            code_dir: code_dir.into(),
+            command: "/var/task/bootstrap".into(),
+            handler: handler.into(),
+            memory_mb: 128,
+            timeout: Duration::from_secs(3),
+            environment: Vec::new(),
+            ephemeral_storage_mb: 512,
+            pipeline_depth: 1,
+        }
+    }
+
+    /// Checks the configuration as Lambda does.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let bad = |m: String| Err(RegistryError::InvalidParameter(m));
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad(format!(
+                "1 validation error detected: Value '{}' at 'functionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-_]{{1,64}}",
+                self.name
+            ));
+        }
+        if !(128..=10240).contains(&self.memory_mb) {
+            return bad(format!("'MemorySize' value failed to satisfy constraint: Member must have value between 128 and 10240 (got {})", self.memory_mb));
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(900) {
+            return bad(format!("'Timeout' value failed to satisfy constraint: Member must have value between 1 and 900 seconds (got {:?})", self.timeout));
+        }
+        if !(512..=10240).contains(&self.ephemeral_storage_mb) {
+            return bad(format!(
+                "'EphemeralStorage.Size' must be between 512 and 10240 MB (got {})",
+                self.ephemeral_storage_mb
+            ));
+        }
+        let env_bytes: usize = self
+            .environment
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if env_bytes > 4096 {
+            return bad(format!("Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. Actual size: {env_bytes} bytes"));
+        }
+        if let Some((k, _)) = self.environment.iter().find(|(k, _)| {
+            RESERVED_ENV.contains(&k.as_str())
+                || k.is_empty()
+                || k.contains('=')
+                || k.contains('\0')
+        }) {
+            return bad(format!("Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {k}"));
+        }
+        if !(1..=hearth_ipc::SLOTS).contains(&self.pipeline_depth) {
+            return bad(format!(
+                "pipeline depth must be between 1 and {} (got {})",
+                hearth_ipc::SLOTS,
+                self.pipeline_depth
+            ));
+        }
+        if !self.command.starts_with('/') || self.command.contains('\0') {
+            return bad(format!(
+                "the command must be an absolute path inside the environment (got {:?})",
+                self.command
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Variables Lambda sets itself and refuses in a function's configuration.
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+    "HEARTH_CHANNEL_FD",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambdas_limits_are_enforced() {
+        let ok = FunctionConfig::new("echo", "/tmp", "echo");
+        assert_eq!(ok.validate(), Ok(()));
+        for bad in [
+            FunctionConfig {
+                name: "has space".into(),
+                ..ok.clone()
+            },
+            FunctionConfig {
+                name: "x".repeat(65),
+                ..ok.clone()
+            },
+            FunctionConfig {
+                memory_mb: 127,
+                ..ok.clone()
+            },
+            FunctionConfig {
+                memory_mb: 10241,
+                ..ok.clone()
+            },
+            FunctionConfig {
+                timeout: Duration::from_secs(901),
+                ..ok.clone()
+            },
+            FunctionConfig {
+                timeout: Duration::ZERO,
+                ..ok.clone()
+            },
+            FunctionConfig {
+                environment: vec![("A".into(), "x".repeat(4096))],
+                ..ok.clone()
+            },
+            FunctionConfig {
+                environment: vec![("AWS_REGION".into(), "x".into())],
+                ..ok.clone()
+            },
+            FunctionConfig {
+                pipeline_depth: 0,
+                ..ok.clone()
+            },
+            FunctionConfig {
+                command: "bootstrap".into(),
+                ..ok.clone()
+            },
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert_eq!(
+                err.error_type(),
+                "InvalidParameterValueException",
+                "{bad:?}"
+            );
+        }
+    }
+}

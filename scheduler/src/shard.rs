@@ -1,0 +1,1094 @@
+//! A shard: one thread, pinned to one CPU, owning its environments, its warm pools and its
+//! io_uring. Everything on the invoke path happens here, on the calling shard's thread, with no
+//! lock and no hand-off:
+//!
+//! ```text
+//! invoke ─▶ admit (lock-free counters) ─▶ idle environment from the function's pool
+//!        │                                  (or queue behind a busy one, if the function
+//!        │                                   allows pipelining, or start a new one: cold)
+//!        └▶ write the request into its ring (wake it only if it sleeps)
+//!           ─▶ spin briefly on the response ring, then sleep in io_uring on the doorbell,
+//!              the environment's exit, the mailbox and the nearest deadline
+//!           ─▶ check and copy the response ─▶ release the ticket ─▶ environment back to the pool
+//! ```
+//!
+//! Failure handling: a deadline that passes kills the environment (its whole pid namespace and
+//! cgroup) and answers `Sandbox.Timedout`; an environment that exits answers
+//! `Runtime.ExitError`; one that writes garbage into its channel answers
+//! `Runtime.InvalidResponse`; each is killed and later invocations get a fresh one. Invocations
+//! queued behind a failed one (pipelining only) never ran and fail with a retryable
+//! `ServiceException`.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hearth_ipc::{AdaptiveSpin, HostChannel, RequestMeta, ResponseStatus, SubmitError};
+use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, SetupState, Step};
+
+use crate::admission::Ticket;
+use crate::config::{EnvCpus, FunctionOutput};
+use crate::engine::Shared;
+use crate::error::{FunctionError, InvokeError};
+use crate::registry::Function;
+use crate::uring::{Event, Key, Uring};
+
+/// How often a shard looks for environments to reap.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest a shard spins on its rings before sleeping.
+const HOST_SPIN_MAX: Duration = Duration::from_micros(50);
+/// Tasks (processes and threads) per environment, as in Lambda.
+const PIDS_PER_ENV: u64 = 1024;
+
+/// How the environment that served an invocation was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// An idle, warm environment.
+    Warm,
+    /// Queued behind another invocation in a busy environment (pipelining).
+    Queued,
+    /// A new environment, started for this invocation.
+    Cold,
+}
+
+/// What happened to an invocation that reached a function. The payload is delivered separately
+/// (into the caller's buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Some` when the function failed; the payload is then Lambda's error document.
+    pub error: Option<FunctionError>,
+    /// How the environment was obtained.
+    pub start: Start,
+    /// The environment's process id (host view), for diagnostics.
+    pub env_pid: i32,
+}
+
+/// A finished invocation submitted with [`Shard::submit`].
+#[derive(Debug)]
+pub struct Completion {
+    /// The caller's tag.
+    pub tag: u64,
+    /// The outcome, or why the function never ran.
+    pub result: Result<Outcome, InvokeError>,
+    /// The response (or error document). Give it back with [`Shard::recycle`] to reuse it.
+    pub payload: Vec<u8>,
+}
+
+/// Counters of one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Invocations served by a warm environment.
+    pub warm: u64,
+    /// Invocations queued behind another one.
+    pub queued: u64,
+    /// Environments started.
+    pub cold: u64,
+    /// Invocations refused by admission control.
+    pub throttled: u64,
+    /// Environments killed at a deadline.
+    pub timeouts: u64,
+    /// Environments that exited while serving.
+    pub exits: u64,
+    /// Environments killed for breaking the channel protocol.
+    pub protocol_errors: u64,
+    /// Idle environments reaped after the keep-alive.
+    pub reaped: u64,
+    /// Environments alive now.
+    pub live: u64,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    tag: u64,
+    sync: bool,
+    id: u64,
+    ticket: Ticket,
+    request_id: [u8; 16],
+    start: Start,
+    /// Set when this invocation reaches the head of its environment's queue (it runs then).
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Serving or idle.
+    Live,
+    /// Killed; waiting for its exit to be reaped.
+    Dying,
+}
+
+#[derive(Debug)]
+struct Env {
+    key: Key,
+    function: Arc<Function>,
+    process: Environment,
+    channel: HostChannel,
+    inflight: VecDeque<Inflight>,
+    state: State,
+    last_used: Instant,
+    doorbell_armed: bool,
+    setup_done: bool,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    env: Option<Env>,
+}
+
+/// Environments of one function on this shard.
+#[derive(Debug, Default)]
+struct Pool {
+    /// Idle environments, most recently used last (taken first: its caches are warmest).
+    idle: Vec<Key>,
+    /// Environments with invocations in flight (candidates for pipelining).
+    busy: Vec<Key>,
+}
+
+/// One shard. Obtain it through [`crate::Engine::on_shard`]; it is used on its own thread only.
+pub struct Shard {
+    index: usize,
+    shared: Arc<Shared>,
+    uring: Uring,
+    mailbox: Option<std::os::fd::OwnedFd>,
+    mailbox_ready: bool,
+    env_cpus: Option<Vec<usize>>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    pools: HashMap<u64, Pool>,
+    /// Environments with invocations in flight.
+    busy: Vec<Key>,
+    completions: VecDeque<Completion>,
+    sync_result: Option<(u64, Result<Outcome, InvokeError>)>,
+    sync_payload: Vec<u8>,
+    scratch: Vec<u8>,
+    buffers: Vec<Vec<u8>>,
+    events: Vec<Event>,
+    spin: AdaptiveSpin,
+    rng: u64,
+    next_sync_tag: u64,
+    next_maintenance: Instant,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lambda's request id bytes (a version 4 UUID) from a xorshift generator: unique, not secret.
+fn next_request_id(state: &mut u64) -> [u8; 16] {
+    let mut next = || {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    };
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&next().to_le_bytes());
+    id[8..].copy_from_slice(&next().to_le_bytes());
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// Formats request id bytes as a UUID.
+pub fn format_request_id(id: &[u8; 16]) -> String {
+    let h: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        cpu: Option<usize>,
+        all_cpus: &[usize],
+        shared: Arc<Shared>,
+        mailbox: Option<std::os::fd::OwnedFd>,
+    ) -> std::io::Result<Self> {
+        let env_cpus = match (shared.config.env_cpus, cpu) {
+            (EnvCpus::OtherThanShard, Some(own)) if all_cpus.len() > 1 => {
+                Some(all_cpus.iter().copied().filter(|&c| c != own).collect())
+            }
+            _ => None,
+        };
+        let mut shard = Self {
+            index,
+            shared,
+            uring: Uring::new()?,
+            mailbox,
+            mailbox_ready: false,
+            env_cpus,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            pools: HashMap::new(),
+            busy: Vec::new(),
+            completions: VecDeque::new(),
+            sync_result: None,
+            sync_payload: Vec::new(),
+            scratch: Vec::new(),
+            buffers: Vec::new(),
+            events: Vec::new(),
+            spin: AdaptiveSpin::new(Duration::from_micros(2), HOST_SPIN_MAX),
+            rng: crate::sys::random_u64() | 1,
+            next_sync_tag: 0,
+            next_maintenance: Instant::now() + MAINTENANCE_INTERVAL,
+            stats: ShardStats::default(),
+        };
+        if let Some(fd) = &shard.mailbox {
+            // SAFETY of lifetimes: the eventfd is owned by the shard and outlives its ring.
+            let fd: BorrowedFd<'_> = fd.as_fd();
+            shard.uring.arm_mailbox(fd);
+        }
+        Ok(shard)
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            live: u64::try_from(self.slots.iter().filter(|s| s.env.is_some()).count())
+                .unwrap_or(u64::MAX),
+            ..self.stats
+        }
+    }
+
+    /// The current revision of function `name`.
+    pub fn function(&self, name: &str) -> Result<Arc<Function>, InvokeError> {
+        self.shared
+            .registry
+            .get(name)
+            .ok_or_else(|| InvokeError::NotFound(name.to_owned()))
+    }
+
+    /// Invokes `function` with `payload` and waits for the answer, which replaces the contents
+    /// of `out` (its capacity is reused: the warm path does not allocate).
+    pub fn invoke_into(
+        &mut self,
+        function: &Arc<Function>,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Outcome, InvokeError> {
+        let tag = self.next_sync_tag;
+        self.next_sync_tag = self.next_sync_tag.wrapping_add(1);
+        self.dispatch(function, payload, tag, true)?;
+        let started = Instant::now();
+        loop {
+            if let Some((done, _)) = &self.sync_result {
+                if *done == tag {
+                    let (_, result) = self
+                        .sync_result
+                        .take()
+                        .unwrap_or((tag, Err(InvokeError::Service("lost result".into()))));
+                    std::mem::swap(out, &mut self.sync_payload);
+                    self.spin.record(started.elapsed());
+                    return result;
+                }
+            }
+            self.progress(None);
+        }
+    }
+
+    /// Invokes function `name` and returns its answer.
+    pub fn invoke(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<(Outcome, Vec<u8>), InvokeError> {
+        let function = self.function(name)?;
+        let mut out = Vec::new();
+        let outcome = self.invoke_into(&function, payload, &mut out)?;
+        Ok((outcome, out))
+    }
+
+    /// Starts an invocation without waiting; its [`Completion`] carries `tag` and is returned by
+    /// [`Shard::poll`]. Admission errors are returned at once.
+    pub fn submit(
+        &mut self,
+        function: &Arc<Function>,
+        payload: &[u8],
+        tag: u64,
+    ) -> Result<(), InvokeError> {
+        self.dispatch(function, payload, tag, false)
+    }
+
+    /// Moves finished invocations into `out`. With a `timeout`, waits (spinning briefly, then
+    /// sleeping) up to that long for at least one; returns how many were added.
+    pub fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> usize {
+        let until = timeout.map(|t| Instant::now() + t);
+        loop {
+            if !self.completions.is_empty() {
+                let n = self.completions.len();
+                out.extend(self.completions.drain(..));
+                return n;
+            }
+            match until {
+                Some(until) if Instant::now() >= until => return 0,
+                None => {
+                    self.collect();
+                    let n = self.completions.len();
+                    out.extend(self.completions.drain(..));
+                    return n;
+                }
+                Some(until) => self.progress(Some(until)),
+            }
+        }
+    }
+
+    /// Returns a payload buffer for reuse by later completions.
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.buffers.len() < 1024 {
+            buffer.clear();
+            self.buffers.push(buffer);
+        }
+    }
+
+    /// Invocations submitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.busy
+            .iter()
+            .filter_map(|&k| self.env(k))
+            .map(|e| e.inflight.len())
+            .sum()
+    }
+
+    fn env(&self, key: Key) -> Option<&Env> {
+        self.slots
+            .get(key.slot as usize)
+            .filter(|s| s.generation == key.generation)
+            .and_then(|s| s.env.as_ref())
+    }
+
+    fn env_mut(&mut self, key: Key) -> Option<&mut Env> {
+        self.slots
+            .get_mut(key.slot as usize)
+            .filter(|s| s.generation == key.generation)
+            .and_then(|s| s.env.as_mut())
+    }
+
+    // ----- dispatch -------------------------------------------------------------------------
+
+    fn dispatch(
+        &mut self,
+        function: &Arc<Function>,
+        payload: &[u8],
+        tag: u64,
+        sync: bool,
+    ) -> Result<(), InvokeError> {
+        if payload.len() > hearth_ipc::MAX_PAYLOAD as usize {
+            return Err(InvokeError::RequestTooLarge(payload.len()));
+        }
+        let ticket = match self.shared.account.admit(function.concurrency()) {
+            Ok(ticket) => ticket,
+            Err(throttle) => {
+                self.stats.throttled += 1;
+                return Err(InvokeError::Throttled(throttle));
+            }
+        };
+        let placed = self.place(function, payload, tag, sync, ticket);
+        if placed.is_err() {
+            self.shared.account.release(function.concurrency(), ticket);
+        }
+        placed
+    }
+
+    fn place(
+        &mut self,
+        function: &Arc<Function>,
+        payload: &[u8],
+        tag: u64,
+        sync: bool,
+        ticket: Ticket,
+    ) -> Result<(), InvokeError> {
+        let request_id = next_request_id(&mut self.rng);
+        let timeout = function.config().timeout;
+        let meta = RequestMeta {
+            deadline_ms: unix_ms(SystemTime::now() + timeout),
+            request_id,
+        };
+        // A picked environment can turn out broken (it answered twice, corrupted its ring, or
+        // its arena is full); it is discarded and the next candidate tried, ending with a new one.
+        for _ in 0..4 {
+            let (key, start) = match self.pick(function) {
+                Some(picked) => picked,
+                None => (self.start_env(function)?, Start::Cold),
+            };
+            let Some(env) = self.env_mut(key) else {
+                continue;
+            };
+            match env.channel.submit(payload, &meta) {
+                Ok(id) => {
+                    let now = Instant::now();
+                    let deadline = env.inflight.is_empty().then_some(now + timeout);
+                    env.inflight.push_back(Inflight {
+                        tag,
+                        sync,
+                        id,
+                        ticket,
+                        request_id,
+                        start,
+                        deadline,
+                    });
+                    env.last_used = now;
+                    let first = env.inflight.len() == 1;
+                    match start {
+                        Start::Warm => self.stats.warm += 1,
+                        Start::Queued => self.stats.queued += 1,
+                        Start::Cold => {}
+                    }
+                    if first {
+                        self.busy.push(key);
+                        if let Some(pool) = self.pools.get_mut(&function.id()) {
+                            pool.busy.push(key);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(SubmitError::Full) => {
+                    // Only a pipelined environment can be full; leave it to drain.
+                    if start == Start::Cold {
+                        return Err(InvokeError::Service(
+                            "a new environment refused its first request".into(),
+                        ));
+                    }
+                    continue;
+                }
+                Err(SubmitError::TooLarge(n)) => return Err(InvokeError::RequestTooLarge(n)),
+                Err(SubmitError::Protocol(e)) => {
+                    self.stats.protocol_errors += 1;
+                    self.kill(key, Some(FunctionError::InvalidResponse(e)));
+                }
+            }
+        }
+        Err(InvokeError::Service(
+            "no healthy environment could take the invocation".into(),
+        ))
+    }
+
+    /// An idle environment of `function`, or (with pipelining) the least loaded busy one.
+    fn pick(&mut self, function: &Function) -> Option<(Key, Start)> {
+        let pool = self.pools.get_mut(&function.id())?;
+        while let Some(key) = pool.idle.pop() {
+            let slot = self
+                .slots
+                .get_mut(key.slot as usize)
+                .filter(|s| s.generation == key.generation);
+            let Some(env) = slot.and_then(|s| s.env.as_mut()) else {
+                continue;
+            };
+            if env.state != State::Live {
+                continue;
+            }
+            // An environment that wrote a response nobody asked for (answered twice) is broken.
+            match env.channel.check_quiet() {
+                Ok(()) => return Some((key, Start::Warm)),
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    self.kill(key, Some(FunctionError::InvalidResponse(e)));
+                    return self.pick(function);
+                }
+            }
+        }
+        let depth = function.config().pipeline_depth as usize;
+        if depth > 1 {
+            let slots = &self.slots;
+            let load = |k: &Key| {
+                slots
+                    .get(k.slot as usize)
+                    .filter(|s| s.generation == k.generation)
+                    .and_then(|s| s.env.as_ref())
+                    .filter(|e| e.state == State::Live)
+                    .map(|e| e.inflight.len())
+            };
+            let best = pool
+                .busy
+                .iter()
+                .filter_map(|k| load(k).map(|n| (n, *k)))
+                .filter(|&(n, _)| n < depth)
+                .min_by_key(|&(n, _)| n);
+            if let Some((_, key)) = best {
+                return Some((key, Start::Queued));
+            }
+        }
+        None
+    }
+
+    fn start_env(&mut self, function: &Arc<Function>) -> Result<Key, InvokeError> {
+        let config = function.config();
+        let service = |what: &str, e: &dyn std::fmt::Display| {
+            InvokeError::Service(format!(
+                "could not start an environment for {}: {what}: {e}",
+                config.name
+            ))
+        };
+        let channel = HostChannel::create().map_err(|e| service("channel", &e))?;
+        let stderr = std::io::stderr();
+        let output = match self.shared.config.function_output {
+            FunctionOutput::Inherit => Some(stderr.as_fd()),
+            FunctionOutput::Discard => None,
+        };
+        let memory_bytes = u64::from(config.memory_mb) << 20;
+        let process = self
+            .shared
+            .sandbox
+            .spawn(&EnvSpec {
+                code_dir: &config.code_dir,
+                command: &config.command,
+                args: &[],
+                env: function.process_env(),
+                channel: channel.guest_fd(),
+                stdout: output,
+                stderr: output,
+                limits: Limits {
+                    memory_bytes,
+                    pids: PIDS_PER_ENV,
+                    // CPU share proportional to memory, as Lambda allots it (1769 MB = 1 vCPU).
+                    cpu_weight: (u64::from(config.memory_mb) * 100 / 1769).clamp(1, 10_000),
+                },
+                tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
+                cpus: self.env_cpus.as_deref(),
+            })
+            .map_err(|e| service("sandbox", &e))?;
+        self.stats.cold += 1;
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot::default());
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let generation = self.slots[slot as usize].generation;
+        let key = Key { slot, generation };
+        self.uring.arm_exit(key, process.pidfd());
+        self.slots[slot as usize].env = Some(Env {
+            key,
+            function: function.clone(),
+            process,
+            channel,
+            inflight: VecDeque::with_capacity(config.pipeline_depth as usize),
+            state: State::Live,
+            last_used: Instant::now(),
+            doorbell_armed: false,
+            setup_done: false,
+        });
+        self.pools.entry(function.id()).or_default();
+        Ok(key)
+    }
+
+    // ----- completion -----------------------------------------------------------------------
+
+    /// Collects responses, deadlines and events without waiting.
+    fn collect(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.busy.len() {
+            let key = self.busy[i];
+            self.drain_responses(key, now);
+            i += 1;
+        }
+        self.busy.retain(|&k| {
+            let slots = &self.slots;
+            slots
+                .get(k.slot as usize)
+                .filter(|s| s.generation == k.generation)
+                .and_then(|s| s.env.as_ref())
+                .is_some_and(|e| e.state == State::Live && !e.inflight.is_empty())
+        });
+        self.events.clear();
+        let _ = self.uring.wait(Some(Duration::ZERO), &mut self.events);
+        self.handle_events();
+        if now >= self.next_maintenance {
+            self.maintain();
+        }
+    }
+
+    /// Reads every response `key` has published; enforces its head deadline.
+    fn drain_responses(&mut self, key: Key, now: Instant) {
+        loop {
+            let Some(env) = self
+                .slots
+                .get_mut(key.slot as usize)
+                .filter(|s| s.generation == key.generation)
+                .and_then(|s| s.env.as_mut())
+            else {
+                return;
+            };
+            if env.state != State::Live || env.inflight.is_empty() {
+                return;
+            }
+            match env.channel.poll(&mut self.scratch) {
+                Ok(Some(done)) => {
+                    let Some(inflight) = env.inflight.pop_front() else {
+                        return;
+                    };
+                    debug_assert_eq!(inflight.id, done.id, "the channel checks ids");
+                    self.shared
+                        .account
+                        .release(env.function.concurrency(), inflight.ticket);
+                    if !env.setup_done {
+                        // The first answer proves the program runs: the setup stack can go.
+                        env.setup_done = true;
+                        let _ = env.process.poll_setup();
+                    }
+                    let timeout = env.function.config().timeout;
+                    if let Some(next) = env.inflight.front_mut() {
+                        next.deadline = Some(now + timeout);
+                    }
+                    env.last_used = now;
+                    let env_pid = env.process.pid();
+                    let idle = env.inflight.is_empty();
+                    let function_id = env.function.id();
+                    let error = match done.status {
+                        ResponseStatus::Ok => None,
+                        ResponseStatus::Error => Some(FunctionError::Handled),
+                        ResponseStatus::TooLarge => {
+                            let error = FunctionError::ResponseSizeTooLarge(done.len);
+                            self.scratch =
+                                error.document(&format_request_id(&inflight.request_id), timeout);
+                            Some(error)
+                        }
+                    };
+                    let start = inflight.start;
+                    self.finish(
+                        inflight,
+                        Ok(Outcome {
+                            error,
+                            start,
+                            env_pid,
+                        }),
+                    );
+                    if idle {
+                        if let Some(pool) = self.pools.get_mut(&function_id) {
+                            pool.busy.retain(|k| *k != key);
+                            pool.idle.push(key);
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let deadline = env.inflight.front().and_then(|i| i.deadline);
+                    if deadline.is_some_and(|d| now >= d) {
+                        self.stats.timeouts += 1;
+                        self.kill(key, Some(FunctionError::Timedout));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    self.kill(key, Some(FunctionError::InvalidResponse(e)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers a finished invocation (its payload is in `scratch`) to its caller. The ticket
+    /// has already been released.
+    fn finish(&mut self, inflight: Inflight, result: Result<Outcome, InvokeError>) {
+        if inflight.sync {
+            std::mem::swap(&mut self.sync_payload, &mut self.scratch);
+            self.sync_result = Some((inflight.tag, result));
+        } else {
+            let mut payload = self.buffers.pop().unwrap_or_default();
+            std::mem::swap(&mut payload, &mut self.scratch);
+            self.completions.push_back(Completion {
+                tag: inflight.tag,
+                result,
+                payload,
+            });
+        }
+        self.scratch.clear();
+    }
+
+    /// Kills an environment; its head invocation fails with `error` (if given), the rest (which
+    /// never started) with a retryable service error.
+    fn kill(&mut self, key: Key, error: Option<FunctionError>) {
+        let Some(env) = self.env_mut(key) else { return };
+        if env.state == State::Dying {
+            return;
+        }
+        env.process.kill();
+        env.state = State::Dying;
+        let function = env.function.clone();
+        let pid = env.process.pid();
+        let inflight = std::mem::take(&mut env.inflight);
+        let doorbell = std::mem::replace(&mut env.doorbell_armed, false);
+        if doorbell {
+            self.uring.cancel_doorbell(key);
+        }
+        if let Some(pool) = self.pools.get_mut(&function.id()) {
+            pool.idle.retain(|k| *k != key);
+            pool.busy.retain(|k| *k != key);
+        }
+        for ticket in inflight.iter().map(|i| i.ticket) {
+            self.shared.account.release(function.concurrency(), ticket);
+        }
+        let mut inflight = inflight;
+        if let Some(head) = inflight.pop_front() {
+            match error {
+                Some(error) => {
+                    self.scratch = error.document(
+                        &format_request_id(&head.request_id),
+                        function.config().timeout,
+                    );
+                    let start = head.start;
+                    self.finish(
+                        head,
+                        Ok(Outcome {
+                            error: Some(error),
+                            start,
+                            env_pid: pid,
+                        }),
+                    );
+                }
+                None => {
+                    self.scratch.clear();
+                    self.finish(
+                        head,
+                        Err(InvokeError::Service("the environment was stopped".into())),
+                    );
+                }
+            }
+        }
+        for queued in inflight {
+            self.scratch.clear();
+            self.finish(queued, Err(InvokeError::Service("the environment this invocation was queued on failed before it started; it did not run".into())));
+        }
+    }
+
+    fn handle_events(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                Event::Doorbell(key) => {
+                    if let Some(env) = self.env_mut(key) {
+                        env.doorbell_armed = false;
+                    }
+                }
+                Event::Exit(key) => self.on_exit(key),
+                Event::Mailbox => {
+                    self.mailbox_ready = true;
+                    if let Some(fd) = &self.mailbox {
+                        crate::sys::eventfd_drain(fd.as_fd());
+                        self.uring.arm_mailbox(fd.as_fd());
+                    }
+                }
+            }
+        }
+        self.events = events;
+    }
+
+    /// An environment's first process exited (on its own, or because it was killed).
+    fn on_exit(&mut self, key: Key) {
+        let now = Instant::now();
+        // Answers it published before dying still count.
+        self.drain_responses(key, now);
+        let Some(env) = self.env_mut(key) else { return };
+        let status = env
+            .process
+            .try_wait()
+            .ok()
+            .flatten()
+            .unwrap_or(ExitStatus::Signaled(libc::SIGKILL));
+        if env.state == State::Live {
+            let setup = env.process.poll_setup();
+            let error = match setup {
+                SetupState::Failed(f) if f.step == Step::Exec => {
+                    Some(FunctionError::InvalidEntrypoint(f.errno))
+                }
+                SetupState::Failed(f) => {
+                    let message = f.to_string();
+                    self.stats.exits += 1;
+                    self.kill_with_service_error(key, message);
+                    self.release_env(key);
+                    return;
+                }
+                _ => Some(FunctionError::ExitError(status)),
+            };
+            self.stats.exits += 1;
+            self.kill(key, error);
+        }
+        self.release_env(key);
+    }
+
+    /// Setup failed before the function ran: every invocation on it fails with a service
+    /// error naming the step.
+    fn kill_with_service_error(&mut self, key: Key, message: String) {
+        let Some(env) = self.env_mut(key) else { return };
+        env.state = State::Dying;
+        let function = env.function.clone();
+        let inflight = std::mem::take(&mut env.inflight);
+        if let Some(pool) = self.pools.get_mut(&function.id()) {
+            pool.idle.retain(|k| *k != key);
+            pool.busy.retain(|k| *k != key);
+        }
+        for queued in inflight {
+            self.shared
+                .account
+                .release(function.concurrency(), queued.ticket);
+            self.scratch.clear();
+            self.finish(
+                queued,
+                Err(InvokeError::Service(format!(
+                    "could not start an environment for {}: {message}",
+                    function.name()
+                ))),
+            );
+        }
+    }
+
+    /// Reaps a dead environment and frees its slot.
+    fn release_env(&mut self, key: Key) {
+        let Some(slot) = self
+            .slots
+            .get_mut(key.slot as usize)
+            .filter(|s| s.generation == key.generation)
+        else {
+            return;
+        };
+        if let Some(mut env) = slot.env.take() {
+            if env.doorbell_armed {
+                self.uring.cancel_doorbell(key);
+            }
+            let _ = env.process.wait();
+            let _ = env.process.remove_cgroup();
+        }
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_slots.push(key.slot);
+    }
+
+    // ----- waiting --------------------------------------------------------------------------
+
+    /// Makes progress: collects what is ready; if nothing is, spins for the adaptive limit and
+    /// then sleeps until a doorbell, an exit, the mailbox, a deadline or `until`.
+    fn progress(&mut self, until: Option<Instant>) {
+        let before = self.completions.len() + usize::from(self.sync_result.is_some());
+        self.collect();
+        if self.completions.len() + usize::from(self.sync_result.is_some()) > before {
+            return;
+        }
+        let slots = &self.slots;
+        let ready = |busy: &[Key]| {
+            busy.iter().any(|k| {
+                slots
+                    .get(k.slot as usize)
+                    .filter(|s| s.generation == k.generation)
+                    .and_then(|s| s.env.as_ref())
+                    .is_some_and(|e| e.channel.response_ready())
+            })
+        };
+        if !self.busy.is_empty() && self.spin.spin(|| ready(&self.busy)) {
+            self.collect();
+            return;
+        }
+        self.sleep(until);
+        self.collect();
+    }
+
+    fn sleep(&mut self, until: Option<Instant>) {
+        // Announce sleep on every busy environment's doorbell, then look once more.
+        let mut ready = false;
+        for &key in &self.busy {
+            if let Some(env) = self
+                .slots
+                .get(key.slot as usize)
+                .and_then(|s| s.env.as_ref())
+            {
+                env.channel.host_bell().prepare();
+                ready |= env.channel.recheck().unwrap_or(true);
+            }
+        }
+        if !ready {
+            let futex = self.uring.has_futex();
+            for i in 0..self.busy.len() {
+                let key = self.busy[i];
+                let Some(env) = self
+                    .slots
+                    .get_mut(key.slot as usize)
+                    .and_then(|s| s.env.as_mut())
+                else {
+                    continue;
+                };
+                if futex && !env.doorbell_armed {
+                    env.doorbell_armed = true;
+                    let word = env.channel.host_bell().futex_word();
+                    self.uring
+                        .arm_doorbell(key, word, hearth_ipc::doorbell::Bell::SLEEPING);
+                }
+            }
+            let now = Instant::now();
+            let mut wake = until
+                .unwrap_or(now + MAINTENANCE_INTERVAL)
+                .min(self.next_maintenance);
+            for &key in &self.busy {
+                if let Some(deadline) = self
+                    .env(key)
+                    .and_then(|e| e.inflight.front())
+                    .and_then(|i| i.deadline)
+                {
+                    wake = wake.min(deadline);
+                }
+            }
+            let mut timeout = wake.saturating_duration_since(now);
+            if !futex && !self.busy.is_empty() {
+                // No futex waits on this kernel: poll the rings every 50 µs instead.
+                timeout = timeout.min(Duration::from_micros(50));
+            }
+            self.events.clear();
+            let _ = self.uring.wait(
+                Some(timeout.max(Duration::from_micros(1))),
+                &mut self.events,
+            );
+        }
+        for &key in &self.busy {
+            if let Some(env) = self
+                .slots
+                .get(key.slot as usize)
+                .and_then(|s| s.env.as_ref())
+            {
+                env.channel.host_bell().cancel();
+            }
+        }
+        self.handle_events();
+    }
+
+    // ----- housekeeping ---------------------------------------------------------------------
+
+    /// Reaps environments idle past the keep-alive and those of outdated function revisions.
+    pub(crate) fn maintain(&mut self) {
+        let now = Instant::now();
+        self.next_maintenance = now + MAINTENANCE_INTERVAL;
+        let keep_alive = self.shared.config.keep_alive;
+        let mut reap = Vec::new();
+        for slot in &self.slots {
+            let Some(env) = &slot.env else { continue };
+            let current = self
+                .shared
+                .registry
+                .is_current(env.function.name(), env.function.id());
+            if env.state == State::Live
+                && env.inflight.is_empty()
+                && (!current || now.duration_since(env.last_used) >= keep_alive)
+            {
+                reap.push(env.key);
+            }
+        }
+        for key in reap {
+            self.stats.reaped += 1;
+            self.kill(key, None);
+        }
+        let slots = &self.slots;
+        self.pools.retain(|_, pool| {
+            pool.idle.retain(|k| {
+                slots
+                    .get(k.slot as usize)
+                    .is_some_and(|s| s.generation == k.generation && s.env.is_some())
+            });
+            !pool.idle.is_empty() || !pool.busy.is_empty()
+        });
+    }
+
+    /// Idle-time work on the shard thread: housekeeping and refilling the cgroups kept ready.
+    pub(crate) fn idle(&mut self) {
+        self.maintain();
+        let _ = self
+            .shared
+            .sandbox
+            .prepare_cgroups(self.shared.config.prepared_cgroups);
+        self.progress(Some(Instant::now() + MAINTENANCE_INTERVAL));
+    }
+
+    /// Stops `function`'s idle environments on this shard and waits until they are reaped, so
+    /// that its next invocation starts a new environment (benchmarks of cold starts use this).
+    pub fn retire_idle(&mut self, function: &Function) {
+        let idle = self
+            .pools
+            .get_mut(&function.id())
+            .map(|p| std::mem::take(&mut p.idle))
+            .unwrap_or_default();
+        for &key in &idle {
+            self.kill(key, None);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while idle.iter().any(|&k| self.env(k).is_some()) && Instant::now() < deadline {
+            self.progress(Some(Instant::now() + Duration::from_millis(5)));
+        }
+    }
+
+    /// Off-the-path housekeeping, run by the shard thread when idle: reaping, and refilling the
+    /// empty cgroups kept ready for cold starts. Jobs that keep the shard busy for long can call
+    /// it between measurements.
+    pub fn housekeeping(&mut self) {
+        self.maintain();
+        let _ = self
+            .shared
+            .sandbox
+            .prepare_cgroups(self.shared.config.prepared_cgroups);
+    }
+
+    /// Whether the mailbox was signalled since the last call.
+    pub(crate) fn take_mailbox(&mut self) -> bool {
+        std::mem::take(&mut self.mailbox_ready)
+    }
+
+    /// Kills every environment and waits for them (shutdown).
+    pub(crate) fn stop_all(&mut self) {
+        let keys: Vec<Key> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.env.as_ref().map(|e| e.key))
+            .collect();
+        for &key in &keys {
+            self.kill(key, None);
+        }
+        for key in keys {
+            self.release_env(key);
+        }
+        self.pools.clear();
+        self.busy.clear();
+    }
+
+    /// Whether the environment `function`'s next warm invocation will use is asleep on its
+    /// doorbell (`None` if it has no idle environment). A hint read from shared memory, for
+    /// benchmarks that need the environment parked.
+    pub fn idle_environment_asleep(&self, function: &Function) -> Option<bool> {
+        let key = *self.pools.get(&function.id())?.idle.last()?;
+        self.env(key).map(|e| e.channel.guest_sleeping())
+    }
+
+    /// Pids of this shard's live environments (for tests and diagnostics).
+    pub fn environment_pids(&self) -> Vec<i32> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.env.as_ref())
+            .filter(|e| e.state == State::Live)
+            .map(|e| e.process.pid())
+            .collect()
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,586 @@
+//! Tier 2 (root): the engine end to end, with real environments running the sample function.
+//! Each test asserts what a caller sees: the bytes returned, the Lambda error type and message,
+//! the throttle reason, and that broken environments are gone and replaced.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_scheduler::{
+    Completion, Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, InvokeError,
+    SandboxConfig, Start, ThrottleReason,
+};
+use hearth_tests::{process_exists, require_root, sample_code_dir};
+use serde_json::Value;
+
+struct Fixture {
+    engine: Engine,
+    code: &'static std::path::Path,
+    _state: tempfile::TempDir,
+}
+
+fn fixture_with(tune: impl FnOnce(&mut EngineConfig)) -> Fixture {
+    require_root();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig {
+        shards: 1,
+        function_output: FunctionOutput::Discard,
+        prepared_cgroups: 0,
+        sandbox: SandboxConfig {
+            state_dir: state.path().to_owned(),
+            ..SandboxConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    tune(&mut config);
+    Fixture {
+        engine: Engine::start(config).expect("engine"),
+        code: sample_code_dir(),
+        _state: state,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+impl Fixture {
+    fn function(&self, name: &str, handler: &str, tune: impl FnOnce(&mut FunctionConfig)) {
+        let mut config = FunctionConfig::new(name, self.code, handler);
+        tune(&mut config);
+        self.engine
+            .create_function(config)
+            .expect("create function");
+    }
+
+    fn invoke(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<(hearth_scheduler::Outcome, Vec<u8>), InvokeError> {
+        self.engine.invoke(name, payload)
+    }
+
+    fn error_doc(&self, name: &str, payload: &[u8]) -> (FunctionError, Value) {
+        let (outcome, body) = self
+            .invoke(name, payload)
+            .expect("the invocation reaches the function");
+        let error = outcome.error.expect("the function failed");
+        (
+            error,
+            serde_json::from_slice(&body).expect("an error document"),
+        )
+    }
+}
+
+#[test]
+fn echo_returns_the_bytes_and_reuses_its_warm_environment() {
+    let f = fixture();
+    f.function("echo", "echo", |_| {});
+    let (first, body) = f.invoke("echo", b"hello, hearth").unwrap();
+    assert_eq!(body, b"hello, hearth");
+    assert_eq!((first.error, first.start), (None, Start::Cold));
+    for i in 0..50 {
+        let payload = format!("call {i}");
+        let (again, body) = f.invoke("echo", payload.as_bytes()).unwrap();
+        assert_eq!(body, payload.as_bytes());
+        assert_eq!(again.start, Start::Warm);
+        assert_eq!(
+            again.env_pid, first.env_pid,
+            "the warm environment is reused"
+        );
+    }
+    let binary: Vec<u8> = (0..=255).collect();
+    assert_eq!(f.invoke("echo", &binary).unwrap().1, binary);
+    assert_eq!(f.invoke("echo", b"").unwrap().1, b"");
+}
+
+#[test]
+fn unknown_functions_and_oversized_requests_are_refused() {
+    let f = fixture();
+    f.function("echo", "echo", |_| {});
+    let err = f.invoke("nope", b"").unwrap_err();
+    assert_eq!(err.error_type(), "ResourceNotFoundException");
+    let err = f.invoke("echo", &vec![0u8; 6_291_557]).unwrap_err();
+    assert_eq!(err, InvokeError::RequestTooLarge(6_291_557));
+    assert_eq!(err.error_type(), "RequestTooLargeException");
+    // The largest allowed request passes.
+    let big = vec![7u8; 6_291_556];
+    assert_eq!(f.invoke("echo", &big).unwrap().1.len(), big.len());
+}
+
+#[test]
+fn a_handled_error_returns_lambdas_error_document() {
+    let f = fixture();
+    f.function("fails", "error", |_| {});
+    let (error, doc) = f.error_doc("fails", b"bad input");
+    assert_eq!(error, FunctionError::Handled);
+    assert_eq!(doc["errorType"], "SampleError");
+    assert_eq!(doc["errorMessage"], "bad input");
+    // A handled error does not cost the environment.
+    let (outcome, _) = f.invoke("fails", b"again").unwrap();
+    assert_eq!(outcome.start, Start::Warm);
+}
+
+#[test]
+fn a_timeout_kills_the_environment_and_answers_sandbox_timedout() {
+    let f = fixture();
+    f.function("slow", "sleep", |c| c.timeout = Duration::from_millis(300));
+    let (warm, _) = f.invoke("slow", b"1").unwrap();
+    let started = Instant::now();
+    let (outcome, body) = f.invoke("slow", b"10000").unwrap();
+    let took = started.elapsed();
+    assert_eq!(outcome.error, Some(FunctionError::Timedout));
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["errorType"], "Sandbox.Timedout");
+    assert!(
+        doc["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Task timed out after 0.30 seconds"),
+        "{doc}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "answered {took:?} after the call, not when the sleep ended"
+    );
+    // The environment and everything in it are gone, and the next call gets a new one.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !process_exists(warm.env_pid),
+        "the timed-out environment was killed"
+    );
+    let (next, body) = f.invoke("slow", b"1").unwrap();
+    assert_eq!(
+        (next.start, body.as_slice()),
+        (Start::Cold, &b"slept 1"[..])
+    );
+    assert_ne!(next.env_pid, warm.env_pid);
+}
+
+#[test]
+fn a_crash_answers_runtime_exit_error_and_the_environment_is_replaced() {
+    let f = fixture();
+    f.function("crash", "crash", |_| {});
+    let (error, doc) = f.error_doc("crash", b"");
+    assert!(matches!(error, FunctionError::ExitError(_)), "{error:?}");
+    assert_eq!(doc["errorType"], "Runtime.ExitError");
+    assert!(
+        doc["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Runtime exited with error: signal: segmentation fault"),
+        "{doc}"
+    );
+
+    f.function("exit3", "exit", |_| {});
+    let (_, doc) = f.error_doc("exit3", b"3");
+    assert!(
+        doc["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Runtime exited with error: exit status 3"),
+        "{doc}"
+    );
+
+    f.function("echo", "echo", |_| {});
+    assert_eq!(
+        f.invoke("echo", b"still here").unwrap().1,
+        b"still here",
+        "the engine keeps serving"
+    );
+}
+
+#[test]
+fn memory_beyond_the_function_limit_is_an_exit_error_not_a_host_oom() {
+    let f = fixture();
+    f.function("hog", "alloc", |c| c.memory_mb = 128);
+    assert_eq!(f.invoke("hog", b"16").unwrap().1, b"allocated 16 MiB");
+    let (_, doc) = f.error_doc("hog", b"1024");
+    assert_eq!(doc["errorType"], "Runtime.ExitError");
+    assert!(
+        doc["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("signal: killed"),
+        "{doc}"
+    );
+    assert_eq!(
+        f.invoke("hog", b"16").unwrap().1,
+        b"allocated 16 MiB",
+        "a fresh environment serves the next call"
+    );
+}
+
+#[test]
+fn an_oversized_response_answers_function_response_size_too_large() {
+    let f = fixture();
+    f.function("big", "big", |_| {});
+    let (error, doc) = f.error_doc("big", b"6291557");
+    assert_eq!(error, FunctionError::ResponseSizeTooLarge(6_291_557));
+    assert_eq!(doc["errorType"], "Function.ResponseSizeTooLarge");
+    assert_eq!(
+        doc["errorMessage"],
+        "Response payload size (6291557 bytes) exceeded maximum allowed payload size (6291556 bytes)."
+    );
+    let (outcome, body) = f.invoke("big", b"6291556").unwrap();
+    assert_eq!((outcome.error, body.len()), (None, 6_291_556));
+}
+
+#[test]
+fn a_missing_bootstrap_answers_runtime_invalid_entrypoint() {
+    let f = fixture();
+    f.function("nobootstrap", "echo", |c| {
+        c.command = "/var/task/missing".into()
+    });
+    let (error, doc) = f.error_doc("nobootstrap", b"");
+    assert_eq!(error, FunctionError::InvalidEntrypoint(libc::ENOENT));
+    assert_eq!(doc["errorType"], "Runtime.InvalidEntrypoint");
+}
+
+#[test]
+fn garbage_in_the_rings_answers_runtime_invalid_response_and_kills_the_environment() {
+    let f = fixture();
+    f.function("garbage", "garbage", |_| {});
+    f.function("echo", "echo", |_| {});
+    for mode in ["resp-tail", "resp-id", "resp-bounds", "resp-status"] {
+        let (outcome, body) = f.invoke("garbage", mode.as_bytes()).unwrap();
+        assert!(
+            matches!(outcome.error, Some(FunctionError::InvalidResponse(_))),
+            "{mode}: {outcome:?}"
+        );
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["errorType"], "Runtime.InvalidResponse", "{mode}");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !process_exists(outcome.env_pid),
+            "{mode}: the environment was killed"
+        );
+        assert_eq!(
+            f.invoke("echo", mode.as_bytes()).unwrap().1,
+            mode.as_bytes(),
+            "{mode}: the engine keeps serving"
+        );
+    }
+}
+
+#[test]
+fn a_corrupted_request_ring_is_caught_at_the_next_call_which_runs_elsewhere() {
+    let f = fixture();
+    f.function("garbage", "garbage", |_| {});
+    let (first, body) = f.invoke("garbage", b"req-head").unwrap();
+    assert_eq!(body, b"answered");
+    // The environment set its request head past the tail: the next call must not use it.
+    let (second, body) = f.invoke("garbage", b"unknown-mode").unwrap();
+    assert_eq!(body, b"no such garbage");
+    assert_ne!(second.env_pid, first.env_pid);
+    assert_eq!(second.start, Start::Cold);
+}
+
+#[test]
+fn lengths_changed_after_publication_do_not_reach_the_caller() {
+    let f = fixture();
+    f.function("garbage", "garbage", |_| {});
+    for _ in 0..5 {
+        let (outcome, body) = f.invoke("garbage", b"len-flip").unwrap();
+        if outcome.error.is_none() {
+            assert_eq!(body, b"flip");
+        }
+    }
+}
+
+#[test]
+fn an_environment_that_answers_twice_is_not_used_again() {
+    let f = fixture();
+    f.function("twice", "twice", |_| {});
+    let (first, body) = f.invoke("twice", b"one").unwrap();
+    assert_eq!(body, b"one", "the first answer is the answer");
+    let (second, body) = f.invoke("twice", b"two").unwrap();
+    assert_eq!(body, b"two");
+    assert_ne!(
+        second.env_pid, first.env_pid,
+        "the environment that answered twice was replaced"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!process_exists(first.env_pid));
+}
+
+fn submit_all(
+    f: &Fixture,
+    name: &'static str,
+    payloads: Vec<&'static [u8]>,
+) -> Vec<Result<(), InvokeError>> {
+    f.engine
+        .on_shard(0, move |shard| {
+            let function = shard.function(name).unwrap();
+            payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| shard.submit(&function, p, i as u64))
+                .collect()
+        })
+        .unwrap()
+}
+
+fn poll_all(f: &Fixture, n: usize) -> Vec<Completion> {
+    f.engine
+        .on_shard(0, move |shard| {
+            let mut done = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while done.len() < n && Instant::now() < deadline {
+                shard.poll(&mut done, Some(Duration::from_millis(100)));
+            }
+            done.sort_by_key(|c| c.tag);
+            done
+        })
+        .unwrap()
+}
+
+#[test]
+fn reserved_concurrency_throttles_at_once_and_names_the_limit() {
+    let f = fixture();
+    f.function("slow", "sleep", |_| {});
+    f.engine.put_function_concurrency("slow", 1).unwrap();
+    let results = submit_all(&f, "slow", vec![b"300", b"300"]);
+    assert!(results[0].is_ok());
+    let Err(InvokeError::Throttled(throttle)) = &results[1] else {
+        panic!("second call should be throttled: {results:?}")
+    };
+    assert_eq!(
+        throttle.reason,
+        ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded
+    );
+    assert_eq!(throttle.limit, 1);
+    assert_eq!(
+        results[1].as_ref().unwrap_err().error_type(),
+        "TooManyRequestsException"
+    );
+    let done = poll_all(&f, 1);
+    assert_eq!(done[0].payload, b"slept 300");
+    // Once it finished, the slot is free again.
+    assert_eq!(f.invoke("slow", b"1").unwrap().1, b"slept 1");
+    // Reserved concurrency 0 disables the function.
+    f.engine.put_function_concurrency("slow", 0).unwrap();
+    assert!(matches!(f.invoke("slow", b"1"), Err(InvokeError::Throttled(t)) if t.limit == 0));
+}
+
+#[test]
+fn the_account_limit_throttles_unreserved_functions() {
+    let f = fixture_with(|c| c.account_concurrency = 2);
+    f.function("slow", "sleep", |_| {});
+    let results = submit_all(&f, "slow", vec![b"200", b"200", b"200"]);
+    assert!(results[0].is_ok() && results[1].is_ok());
+    let Err(InvokeError::Throttled(throttle)) = &results[2] else {
+        panic!("{results:?}")
+    };
+    assert_eq!(
+        throttle.reason,
+        ThrottleReason::ConcurrentInvocationLimitExceeded
+    );
+    assert_eq!(throttle.limit, 2);
+    let done = poll_all(&f, 2);
+    assert!(done.iter().all(|c| c.payload == b"slept 200"));
+    let pids: std::collections::HashSet<i32> = done
+        .iter()
+        .map(|c| c.result.as_ref().unwrap().env_pid)
+        .collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "two concurrent invocations run in two environments"
+    );
+}
+
+#[test]
+fn reservations_cannot_leave_less_than_100_unreserved() {
+    let f = fixture();
+    f.function("a", "echo", |_| {});
+    let err = f.engine.put_function_concurrency("a", 901).unwrap_err();
+    assert_eq!(err.error_type(), "InvalidParameterValueException");
+    f.engine.put_function_concurrency("a", 900).unwrap();
+    assert_eq!(f.engine.account_concurrency(), (1000, 100));
+}
+
+#[test]
+fn pipelined_invocations_queue_in_one_environment_in_order() {
+    let f = fixture();
+    f.function("echo", "echo", |c| c.pipeline_depth = 8);
+    let payloads: Vec<&'static [u8]> = vec![b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7"];
+    assert!(submit_all(&f, "echo", payloads.clone())
+        .iter()
+        .all(Result::is_ok));
+    let done = poll_all(&f, 8);
+    assert_eq!(done.len(), 8);
+    for (c, p) in done.iter().zip(&payloads) {
+        assert_eq!(c.payload, *p);
+    }
+    let pids: std::collections::HashSet<i32> = done
+        .iter()
+        .map(|c| c.result.as_ref().unwrap().env_pid)
+        .collect();
+    assert_eq!(pids.len(), 1, "one environment served all eight");
+    assert_eq!(
+        done.iter()
+            .filter(|c| c.result.as_ref().unwrap().start == Start::Queued)
+            .count(),
+        7
+    );
+}
+
+#[test]
+fn invocations_queued_behind_a_timed_out_one_fail_without_running() {
+    let f = fixture();
+    f.function("slow", "sleep", |c| {
+        c.pipeline_depth = 4;
+        c.timeout = Duration::from_millis(200);
+    });
+    assert!(submit_all(&f, "slow", vec![b"5000", b"1", b"1"])
+        .iter()
+        .all(Result::is_ok));
+    let done = poll_all(&f, 3);
+    assert_eq!(
+        done[0].result.as_ref().unwrap().error,
+        Some(FunctionError::Timedout)
+    );
+    for queued in &done[1..] {
+        let Err(InvokeError::Service(message)) = &queued.result else {
+            panic!("{queued:?}")
+        };
+        assert!(message.contains("did not run"), "{message}");
+    }
+}
+
+#[test]
+fn idle_environments_are_reaped_after_the_keep_alive() {
+    let f = fixture_with(|c| c.keep_alive = Duration::from_millis(300));
+    f.function("echo", "echo", |_| {});
+    let (outcome, _) = f.invoke("echo", b"x").unwrap();
+    assert!(process_exists(outcome.env_pid));
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(
+        !process_exists(outcome.env_pid),
+        "reaped after the keep-alive"
+    );
+    let stats = f.engine.stats();
+    assert_eq!(stats[0].reaped, 1);
+    assert_eq!(stats[0].live, 0);
+    assert_eq!(f.invoke("echo", b"y").unwrap().0.start, Start::Cold);
+}
+
+#[test]
+fn an_updated_function_never_runs_on_an_old_environment() {
+    let f = fixture();
+    f.function("fn", "echo", |_| {});
+    let (old, body) = f.invoke("fn", b"v1").unwrap();
+    assert_eq!(body, b"v1");
+    f.engine
+        .update_function(FunctionConfig::new("fn", f.code, "error"))
+        .unwrap();
+    let (new, body) = f.invoke("fn", b"v2").unwrap();
+    assert_eq!(new.error, Some(FunctionError::Handled));
+    assert!(String::from_utf8_lossy(&body).contains("SampleError"));
+    assert_ne!(new.env_pid, old.env_pid);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        !process_exists(old.env_pid),
+        "the old revision's environment was reaped"
+    );
+}
+
+#[test]
+fn shutdown_leaves_no_process_or_cgroup_behind() {
+    let f = fixture_with(|c| c.shards = 2);
+    f.function("echo", "echo", |_| {});
+    f.function("slow", "sleep", |_| {});
+    let mut pids = Vec::new();
+    for shard in 0..2 {
+        let more = f
+            .engine
+            .on_shard(shard, |s| {
+                let echo = s.function("echo").unwrap();
+                let mut out = Vec::new();
+                s.invoke_into(&echo, b"x", &mut out).unwrap();
+                let slow = s.function("slow").unwrap();
+                s.submit(&slow, b"10000", 1).unwrap();
+                s.environment_pids()
+            })
+            .unwrap();
+        pids.extend(more);
+    }
+    assert_eq!(pids.len(), 4);
+    // Each environment's cgroup, as the host sees it ("N:memory:/hearth/pid-P-I/env-K"). An
+    // environment joins it in its first microseconds (cgroup v1), so wait for that.
+    let cgroups: Vec<std::path::PathBuf> = pids
+        .iter()
+        .map(|pid| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let lines = loop {
+                let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+                if lines.contains("/hearth/") || Instant::now() > deadline {
+                    break lines;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            let (mount, path) = lines
+                .lines()
+                .find_map(|l| {
+                    l.split_once(":memory:")
+                        .map(|(_, p)| ("/sys/fs/cgroup/memory", p.to_owned()))
+                })
+                .or_else(|| {
+                    lines.lines().find_map(|l| {
+                        l.strip_prefix("0::")
+                            .map(|p| ("/sys/fs/cgroup", p.to_owned()))
+                    })
+                })
+                .unwrap();
+            std::path::PathBuf::from(format!("{mount}{path}"))
+        })
+        .collect();
+    for cgroup in &cgroups {
+        assert!(
+            cgroup.is_dir(),
+            "{} should exist while the engine runs",
+            cgroup.display()
+        );
+    }
+    let instance = cgroups[0].parent().unwrap().to_owned();
+    let Fixture { engine, .. } = f;
+    engine.shutdown();
+    for pid in pids {
+        assert!(
+            !process_exists(pid),
+            "environment {pid} outlived the engine"
+        );
+    }
+    for cgroup in &cgroups {
+        assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    }
+    assert!(
+        !instance.exists(),
+        "the engine's cgroup subtree {} left behind",
+        instance.display()
+    );
+}
+
+#[test]
+fn the_engine_serves_from_several_threads_at_once() {
+    let f = Arc::new(fixture_with(|c| c.shards = 2));
+    f.function("echo", "echo", |_| {});
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let payload = format!("{t}-{i}");
+                    assert_eq!(
+                        f.invoke("echo", payload.as_bytes()).unwrap().1,
+                        payload.as_bytes()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
