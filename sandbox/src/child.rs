@@ -16,7 +16,7 @@
 //! 4. build the root: make mounts private, bind the skeleton, `/usr`, the code (read-only),
 //!    a sized tmpfs at `/tmp`, a private `/proc`, device nodes; `pivot_root`; detach the old
 //!    root; remount the root read-only;
-//! 5. hostname, CPU affinity, resource limits; fds 0-2, 3 = channel, 4 = error pipe; close the
+//! 5. hostname, resource limits; fds 0-2, 3 = channel, 4 = error pipe; close the
 //!    rest;
 //! 6. drop the capability bounding set and ambient set (needs `CAP_SETPCAP`, so before the uid
 //!    switch), clear groups, switch gid and uid (this clears the remaining capabilities), clear
@@ -118,7 +118,6 @@ pub(crate) struct ChildPlan {
     pub netns: Option<RawFd>,
     pub fs: Vec<FsOp>,
     pub hostname: CString,
-    pub cpus: Option<libc::cpu_set_t>,
     pub rlimits: Vec<(u32, u64)>,
     pub fds: FdPlan,
     pub cap_last_cap: u32,
@@ -156,7 +155,6 @@ pub(crate) trait Sys {
     fn pivot_root_dot(&mut self) -> Result<(), Errno>;
     fn umount_detach_dot(&mut self) -> Result<(), Errno>;
     fn sethostname(&mut self, name: &CStr) -> Result<(), Errno>;
-    fn sched_setaffinity(&mut self, set: &libc::cpu_set_t) -> Result<(), Errno>;
     fn setrlimit(&mut self, resource: u32, limit: u64) -> Result<(), Errno>;
     fn dup_above(&mut self, fd: RawFd, min: RawFd) -> Result<RawFd, Errno>;
     fn dup3(&mut self, old: RawFd, new: RawFd, cloexec: bool) -> Result<(), Errno>;
@@ -264,9 +262,6 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     }
     // 5. identity of the process, fds.
     at(Step::SetHostname, sys.sethostname(&plan.hostname))?;
-    if let Some(cpus) = &plan.cpus {
-        at(Step::CpuAffinity, sys.sched_setaffinity(cpus))?;
-    }
     for &(resource, limit) in &plan.rlimits {
         at(Step::ResourceLimit, sys.setrlimit(resource, limit))?;
     }
@@ -501,12 +496,6 @@ impl Sys for RawSys {
                 [name.as_ptr() as usize, len, 0, 0, 0, 0],
             )
         })
-    }
-
-    fn sched_setaffinity(&mut self, set: &libc::cpu_set_t) -> Result<(), Errno> {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: a valid cpu_set_t of `size` bytes.
-        ok(unsafe { syscall6(libc::SYS_sched_setaffinity, [0, size, ptr(set), 0, 0, 0]) })
     }
 
     fn setrlimit(&mut self, resource: u32, limit: u64) -> Result<(), Errno> {
@@ -788,9 +777,6 @@ pub(crate) mod tests {
         }
         fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
             self.call(format!("sethostname {}", s(Some(name))))
-        }
-        fn sched_setaffinity(&mut self, _set: &libc::cpu_set_t) -> Result<(), Errno> {
-            self.call("sched_setaffinity".into())
         }
         fn setrlimit(&mut self, resource: u32, limit: u64) -> Result<(), Errno> {
             self.call(format!("setrlimit {resource} {limit}"))

@@ -204,7 +204,6 @@ pub(crate) fn build(
         .iter()
         .map(|(k, v)| cstring("environment variable", &format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let cpus = spec.cpus.map(crate::sys::cpu_set);
     let fds = FdPlan {
         error: error_fd,
         channel: spec.channel.as_raw_fd(),
@@ -229,7 +228,6 @@ pub(crate) fn build(
         netns: fixed.netns,
         fs: filesystem(fixed.root, spec.code_dir, spec.tmp_bytes)?,
         hostname: cstring("hostname", fixed.hostname)?,
-        cpus,
         rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
         fds,
         cap_last_cap: fixed.cap_last_cap,

@@ -1,7 +1,8 @@
 //! The root skeleton every environment pivots into: a directory prepared once per state
 //! directory, with empty mount points (`/usr`, `/var/task`, `/tmp`, `/proc`, device nodes) and
 //! the host's top-level library symlinks (`/lib -> usr/lib` on merged-/usr systems). Nothing of
-//! the host's `/etc` is shown: the skeleton carries a minimal `passwd`, `group` and `hosts`.
+//! the host's `/etc` is shown: the skeleton carries a minimal `passwd`, `group` and `hosts`, and a
+//! copy of the host's `ld.so.cache` (it describes the host `/usr` that environments see).
 
 use std::fs;
 use std::io;
@@ -25,7 +26,7 @@ impl RootSkeleton {
     pub(crate) fn prepare(state_dir: &Path, uid: u32, gid: u32) -> io::Result<Self> {
         // Built under a temporary name and renamed into place, so it exists only when complete.
         // The version in the name changes whenever the layout below does.
-        let path = state_dir.join("root-v1");
+        let path = state_dir.join("root-v2");
         let mut host_dirs = Vec::new();
         for name in TOP_LEVEL_LIBS {
             let host = Path::new("/").join(name);
@@ -92,6 +93,11 @@ fn build(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
         root.join("etc/hosts"),
         "127.0.0.1 localhost\n::1 localhost\n",
     )?;
+    // The host's loader cache names the libraries under /usr that environments see, so the
+    // dynamic loader finds them without searching every default directory.
+    if Path::new("/etc/ld.so.cache").is_file() {
+        fs::copy("/etc/ld.so.cache", root.join("etc/ld.so.cache"))?;
+    }
     fs::set_permissions(root, fs::Permissions::from_mode(0o755))
 }
 

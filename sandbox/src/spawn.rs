@@ -114,6 +114,9 @@ pub enum SpawnError {
     /// `clone3`.
     #[error("clone3 of the environment process")]
     Clone(#[source] io::Error),
+    /// Moving the new process to the environment's CPUs.
+    #[error("setting the environment's CPU affinity")]
+    Affinity(#[source] io::Error),
     /// Writing the user namespace's id maps.
     #[error("writing {path}")]
     IdMap {
@@ -167,7 +170,7 @@ pub struct EnvSpec<'a> {
     pub limits: Limits,
     /// Size of the `/tmp` tmpfs in bytes.
     pub tmp_bytes: u64,
-    /// CPUs the environment may run on (default: all).
+    /// CPUs the environment may run on (default: those of the thread calling `spawn`).
     pub cpus: Option<&'a [usize]>,
 }
 
@@ -328,6 +331,12 @@ impl Sandbox {
         drop(error_write);
         // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that we now own.
         let pidfd = unsafe { sys::own_fd(pidfd) };
+        // The child starts with the caller's affinity (a shard thread is pinned to one CPU, on
+        // which the child would wait until the shard sleeps). Move it before it has run, so its
+        // setup proceeds on the environment's CPUs while the caller goes on.
+        let affinity = spec
+            .cpus
+            .map(|cpus| sys::set_affinity(pid, &sys::cpu_set(cpus)));
         let mut env = Environment {
             pid,
             pidfd,
@@ -339,6 +348,10 @@ impl Sandbox {
             }),
             status: None,
         };
+        if let Some(Err(e)) = affinity {
+            env.kill();
+            return Err(SpawnError::Affinity(e));
+        }
         if let Some((_, sync)) = userns_pipe {
             if let Err(e) = self.write_id_maps(pid, &sync) {
                 env.kill();

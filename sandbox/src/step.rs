@@ -27,7 +27,6 @@ pub enum Step {
     ChdirRoot,
     RemountRootReadOnly,
     SetHostname,
-    CpuAffinity,
     ResourceLimit,
     ArrangeFds,
     CloseFds,
@@ -47,7 +46,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 38] = [
+    const ALL: [Step; 37] = [
         Step::ResetSignals,
         Step::CloseInheritedFds,
         Step::WaitUserNamespace,
@@ -69,7 +68,6 @@ impl Step {
         Step::ChdirRoot,
         Step::RemountRootReadOnly,
         Step::SetHostname,
-        Step::CpuAffinity,
         Step::ResourceLimit,
         Step::ArrangeFds,
         Step::CloseFds,
@@ -118,7 +116,6 @@ impl std::fmt::Display for Step {
             Step::ChdirRoot => "changing directory to /",
             Step::RemountRootReadOnly => "remounting the root read-only",
             Step::SetHostname => "setting the hostname",
-            Step::CpuAffinity => "setting the CPU affinity",
             Step::ResourceLimit => "setting resource limits",
             Step::ArrangeFds => "arranging file descriptors",
             Step::CloseFds => "closing inherited file descriptors",

@@ -376,3 +376,12 @@ pub(crate) fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
     }
     set
 }
+
+/// Sets the CPU affinity of process `pid`.
+pub(crate) fn set_affinity(pid: i32, set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

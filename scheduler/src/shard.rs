@@ -223,12 +223,13 @@ impl Shard {
         shared: Arc<Shared>,
         mailbox: Option<std::os::fd::OwnedFd>,
     ) -> std::io::Result<Self> {
-        let env_cpus = match (shared.config.env_cpus, cpu) {
+        // Always explicit: a new environment otherwise inherits the shard thread's pinning.
+        let env_cpus = Some(match (shared.config.env_cpus, cpu) {
             (EnvCpus::OtherThanShard, Some(own)) if all_cpus.len() > 1 => {
-                Some(all_cpus.iter().copied().filter(|&c| c != own).collect())
+                all_cpus.iter().copied().filter(|&c| c != own).collect()
             }
-            _ => None,
-        };
+            _ => all_cpus.to_vec(),
+        });
         let mut shard = Self {
             index,
             shared,
