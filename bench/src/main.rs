@@ -149,9 +149,6 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 if !sys::is_root() {
                     anyhow::bail!("{engine_scenario} starts real environments and needs root");
                 }
-                if !scenarios::sample_present() {
-                    anyhow::bail!("hearth-sample-fn is missing next to hearth-bench: cargo build --release --workspace");
-                }
                 if bench.is_none() {
                     bench = Some(scenarios::Bench::start()?);
                 }

@@ -2,7 +2,7 @@
 //! environments run on the others): warm invocations one at a time, 64 in flight, with the
 //! environment asleep between calls, cold starts, and the memory an idle environment costs.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,22 +18,22 @@ use crate::report::{round2, Latencies};
 pub struct Bench {
     pub engine: Engine,
     _code: tempfile::TempDir,
+    /// How the sample function was linked ("static" or "dynamic").
+    pub linking: &'static str,
 }
 
 const EVENT: &[u8] = br#"{"hello":"hearth"}"#;
 
 impl Bench {
     /// Starts an engine with one shard and registers the benchmark's functions, all running the
-    /// sample function built next to this binary.
+    /// sample function ([`sample_function`]).
     pub fn start() -> Result<Self> {
-        let exe = std::env::current_exe()?;
-        let sample = exe.with_file_name("hearth-sample-fn");
-        if !sample.exists() {
-            bail!(
-                "{} is missing: build the workspace (cargo build --release --workspace)",
-                sample.display()
-            );
-        }
+        let (sample, linking) = sample_function()
+            .context("the sample function is missing: run `make bench` (or cargo build --release --workspace)")?;
+        eprintln!(
+            "hearth-bench: functions run {} ({linking}ally linked)",
+            sample.display()
+        );
         let code = tempfile::tempdir()?;
         std::fs::copy(&sample, code.path().join("bootstrap"))
             .context("copying the sample function")?;
@@ -56,6 +56,7 @@ impl Bench {
         Ok(Self {
             engine,
             _code: code,
+            linking,
         })
     }
 
@@ -175,6 +176,7 @@ pub fn parked(bench: &Bench, n: u64, gap: Duration) -> Result<(Latencies, Durati
 
 /// Request for a new, fully isolated environment to its first response.
 pub fn cold(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
+    let linking = bench.linking;
     bench.on_shard(move |shard| {
         let f = function(shard, "cold")?;
         let mut out = Vec::new();
@@ -197,7 +199,7 @@ pub fn cold(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
             }
             shard.retire_idle(&f);
         }
-        Ok((lat, busy, json!({ "isolation": "pid+mnt+ipc+uts+cgroup+net namespaces, pivot_root, seccomp, landlock, no caps, cgroup limits" })))
+        Ok((lat, busy, json!({ "isolation": "pid+mnt+ipc+uts+cgroup+net namespaces, pivot_root, seccomp, landlock, no caps, cgroup limits", "function_linking": linking })))
     })
 }
 
@@ -266,9 +268,17 @@ pub fn idle_memory(bench: &Bench, envs: usize) -> Result<(Latencies, Duration, V
     ))
 }
 
-/// Whether the sample function exists next to this binary (for a clear error before starting).
-pub fn sample_present() -> bool {
-    std::env::current_exe()
-        .map(|e| e.with_file_name("hearth-sample-fn"))
-        .is_ok_and(|p| Path::new(&p).exists())
+/// The sample function binary: the statically linked build `make bench` makes
+/// (`target/x86_64-unknown-linux-gnu/release/`), else the one next to this binary.
+pub fn sample_function() -> Option<(PathBuf, &'static str)> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let static_build = dir
+        .parent()?
+        .join("x86_64-unknown-linux-gnu/release/hearth-sample-fn");
+    if static_build.exists() {
+        return Some((static_build, "static"));
+    }
+    let dynamic = dir.join("hearth-sample-fn");
+    dynamic.exists().then_some((dynamic, "dynamic"))
 }

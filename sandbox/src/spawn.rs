@@ -478,23 +478,26 @@ impl Environment {
         self.cgroup.as_ref().map(EnvCgroup::path)
     }
 
-    /// Removes the cgroup of an environment that has been reaped. If processes remain (they
-    /// should not once the pid namespace's init is reaped), they are killed and the removal is
-    /// retried for up to 100 ms.
-    pub fn remove_cgroup(&mut self) -> Result<(), CgroupError> {
-        let Some(cgroup) = self.cgroup.as_mut() else {
-            return Ok(());
-        };
+    /// Gives the cgroup of an environment that has been reaped back for reuse. If processes
+    /// remain (they should not once the pid namespace's init is reaped), they are killed and the
+    /// release is retried for up to 100 ms.
+    pub fn release_cgroup(&mut self) -> Result<(), CgroupError> {
         let mut attempt = 0;
-        while let Err(e) = cgroup.remove() {
-            attempt += 1;
-            if attempt > 100 {
-                return Err(e);
+        while let Some(cgroup) = self.cgroup.take() {
+            match cgroup.release() {
+                Ok(()) => return Ok(()),
+                Err(failed) => {
+                    let (cgroup, e) = *failed;
+                    attempt += 1;
+                    let _ = cgroup.kill();
+                    self.cgroup = Some(cgroup);
+                    if attempt > 100 {
+                        return Err(e);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
-            let _ = cgroup.kill();
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        self.cgroup = None;
         Ok(())
     }
 }
@@ -505,6 +508,6 @@ impl Drop for Environment {
             self.kill();
             let _ = self.wait();
         }
-        let _ = self.remove_cgroup();
+        let _ = self.release_cgroup();
     }
 }

@@ -872,7 +872,7 @@ impl Shard {
                 self.uring.cancel_doorbell(key);
             }
             let _ = env.process.wait();
-            let _ = env.process.remove_cgroup();
+            let _ = env.process.release_cgroup();
         }
         slot.generation = slot.generation.wrapping_add(1);
         self.free_slots.push(key.slot);

@@ -180,7 +180,8 @@ fn the_probe_sees_an_isolated_environment() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the environment process is gone"
     );
-    assert!(!cgroup.exists(), "its cgroup is removed");
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    assert_eq!(procs, "", "its cgroup is empty");
 }
 
 fn wait_exit(env: &mut Environment) -> hearth_sandbox::ExitStatus {
@@ -289,7 +290,7 @@ fn memory_beyond_the_limit_is_killed_inside_its_own_cgroup() {
 }
 
 #[test]
-fn dropping_an_environment_kills_it_and_removes_its_cgroup() {
+fn dropping_an_environment_kills_it_and_its_empty_cgroup_is_reused_then_removed() {
     let f = fixture();
     let mut channel = HostChannel::create().unwrap();
     let mut env = start(&f, "echo", &channel);
@@ -299,5 +300,23 @@ fn dropping_an_environment_kills_it_and_removes_its_cgroup() {
     assert_eq!(env.process_count(), 1);
     drop(env);
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
-    assert!(!cgroup.exists());
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    assert_eq!(procs, "", "the environment's cgroup is empty");
+    // The next environment gets the emptied cgroup instead of a new one.
+    let mut channel = HostChannel::create().unwrap();
+    let mut env = start(&f, "echo", &channel);
+    assert_eq!(env.cgroup_path().unwrap(), cgroup);
+    assert_eq!(
+        invoke(&mut channel, &mut env, b"again").unwrap().1,
+        b"again"
+    );
+    drop(env);
+    // The sandbox removes its cgroups when it goes.
+    let Fixture { sandbox, .. } = f;
+    drop(sandbox);
+    assert!(
+        !cgroup.exists(),
+        "{} outlived the sandbox",
+        cgroup.display()
+    );
 }

@@ -1,0 +1,115 @@
+//! The crate graph DESIGN.md allows, checked against `cargo metadata`: a crate may depend on
+//! a sibling only along an allowed edge, and the system-facing crates stay where they belong.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Workspace crate -> the workspace crates it may depend on (`None`: anything).
+fn allowed() -> BTreeMap<&'static str, Option<BTreeSet<&'static str>>> {
+    let set = |v: &[&'static str]| Some(v.iter().copied().collect());
+    BTreeMap::from([
+        ("hearth-ipc", set(&[])),
+        ("hearth-sandbox", set(&[])),
+        ("hearth-snapshot", set(&["hearth-sandbox", "hearth-ipc"])),
+        ("hearth-runtime", set(&["hearth-ipc"])),
+        (
+            "hearth-scheduler",
+            set(&["hearth-ipc", "hearth-sandbox", "hearth-snapshot"]),
+        ),
+        ("hearth-bench", None),
+        ("hearth-tests", None),
+    ])
+}
+
+/// External crates confined to some workspace crates (STYLE.md §1).
+fn confined() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let set = |v: &[&'static str]| v.iter().copied().collect();
+    BTreeMap::from([
+        ("libseccomp", set(&["hearth-sandbox"])),
+        ("landlock", set(&["hearth-sandbox"])),
+        ("caps", set(&["hearth-sandbox"])),
+        ("io-uring", set(&["hearth-scheduler", "hearth-ipc"])),
+        ("tokio-uring", set(&["hearth-scheduler", "hearth-ipc"])),
+        ("mimalloc", set(&["hearth-bench"])),
+    ])
+}
+
+fn metadata() -> Value {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+            manifest,
+        ])
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata JSON")
+}
+
+#[test]
+fn every_dependency_edge_is_allowed_by_the_design() {
+    let meta = metadata();
+    let allowed = allowed();
+    let confined = confined();
+    let packages = meta["packages"].as_array().unwrap();
+    let members: BTreeSet<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        members,
+        allowed.keys().copied().collect(),
+        "the workspace members are the crates of DESIGN.md"
+    );
+
+    let mut violations = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        for dep in package["dependencies"].as_array().unwrap() {
+            let dep_name = dep["name"].as_str().unwrap();
+            if members.contains(dep_name) {
+                if let Some(Some(ok)) = allowed.get(name) {
+                    if !ok.contains(dep_name) {
+                        violations.push(format!(
+                            "{name} -> {dep_name} is not an edge DESIGN.md allows"
+                        ));
+                    }
+                }
+            }
+            if let Some(owners) = confined.get(dep_name) {
+                if !owners.contains(name) {
+                    violations.push(format!(
+                        "{name} uses {dep_name}, which belongs in {owners:?} only"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn environment_code_never_links_the_scheduler_or_the_sandbox() {
+    // The check itself, on a made-up graph: a leaf importing a sibling must be reported.
+    let allowed = allowed();
+    let ipc = allowed["hearth-ipc"].as_ref().unwrap();
+    assert!(!ipc.contains("hearth-sandbox"));
+    let runtime = allowed["hearth-runtime"].as_ref().unwrap();
+    assert!(
+        !runtime.contains("hearth-scheduler"),
+        "code inside environments must not link the scheduler"
+    );
+}
