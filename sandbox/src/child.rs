@@ -48,6 +48,8 @@ pub(crate) enum FsOp {
     PivotRoot,
     /// `umount2(".", MNT_DETACH)`: detaches the old root stacked by `PivotRoot`.
     DetachOldRoot,
+    /// `chroot(".")`: the fallback when the daemon's own root is not a mount point.
+    ChrootDot,
 }
 
 /// Landlock rules of step 7.
@@ -154,6 +156,7 @@ pub(crate) trait Sys {
     fn chdir(&mut self, path: &CStr) -> Result<(), Errno>;
     fn pivot_root_dot(&mut self) -> Result<(), Errno>;
     fn umount_detach_dot(&mut self) -> Result<(), Errno>;
+    fn chroot_dot(&mut self) -> Result<(), Errno>;
     fn sethostname(&mut self, name: &CStr) -> Result<(), Errno>;
     fn setrlimit(&mut self, resource: u32, limit: u64) -> Result<(), Errno>;
     fn dup_above(&mut self, fd: RawFd, min: RawFd) -> Result<RawFd, Errno>;
@@ -258,6 +261,7 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
             FsOp::Chdir { path, step } => at(*step, sys.chdir(path))?,
             FsOp::PivotRoot => at(Step::PivotRoot, sys.pivot_root_dot())?,
             FsOp::DetachOldRoot => at(Step::DetachOldRoot, sys.umount_detach_dot())?,
+            FsOp::ChrootDot => at(Step::Chroot, sys.chroot_dot())?,
         }
     }
     // 5. identity of the process, fds.
@@ -485,6 +489,11 @@ impl Sys for RawSys {
                 [c".".as_ptr() as usize, int(libc::MNT_DETACH), 0, 0, 0, 0],
             )
         })
+    }
+
+    fn chroot_dot(&mut self) -> Result<(), Errno> {
+        // SAFETY: static NUL-terminated string.
+        ok(unsafe { syscall6(libc::SYS_chroot, [c".".as_ptr() as usize, 0, 0, 0, 0, 0]) })
     }
 
     fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
@@ -774,6 +783,9 @@ pub(crate) mod tests {
         }
         fn umount_detach_dot(&mut self) -> Result<(), Errno> {
             self.call("umount2 . MNT_DETACH".into())
+        }
+        fn chroot_dot(&mut self) -> Result<(), Errno> {
+            self.call("chroot .".into())
         }
         fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
             self.call(format!("sethostname {}", s(Some(name))))

@@ -50,23 +50,40 @@ fn mount(
     }
 }
 
-/// Step 4 of the child: mounts and `pivot_root` into the skeleton.
+/// How the child switches to its new root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RootSwitch {
+    /// Make every mount private, `pivot_root`, detach the old root: nothing of the host's mount
+    /// tree stays in the environment's namespace.
+    Pivot,
+    /// The daemon runs in a chroot whose root is not a mount point, where neither works:
+    /// `chroot` into the new root instead. With every capability dropped the environment cannot
+    /// chroot back out. (The sandbox refuses this mode when it sees shared mount propagation,
+    /// since it could not stop its mounts from propagating to the host.)
+    Chroot,
+}
+
+/// Step 4 of the child: mounts, then switch into the skeleton.
 pub(crate) fn filesystem(
     root: &RootSkeleton,
     code_dir: &Path,
     tmp_bytes: u64,
+    switch: RootSwitch,
 ) -> Result<Vec<FsOp>, SpawnError> {
     let new_root = cpath("root skeleton path", &root.path)?;
     let under = |rel: &str| cpath("root skeleton path", &root.path.join(rel));
-    let mut ops = vec![
-        mount(
+    let mut ops = Vec::new();
+    if switch == RootSwitch::Pivot {
+        ops.push(mount(
             None,
             CString::from(c"/"),
             None,
             MS_REC | MS_PRIVATE,
             None,
             Step::MakeMountsPrivate,
-        ),
+        ));
+    }
+    ops.extend([
         mount(
             Some(new_root.clone()),
             new_root.clone(),
@@ -84,7 +101,7 @@ pub(crate) fn filesystem(
             Step::BindUsr,
         ),
         mount(None, under("usr")?, None, RO_BIND, None, Step::BindUsr),
-    ];
+    ]);
     for dir in &root.host_dirs {
         let rel = dir.strip_prefix("/").unwrap_or(dir);
         let target = cpath("root skeleton path", &root.path.join(rel))?;
@@ -143,13 +160,15 @@ pub(crate) fn filesystem(
             Step::BindDevice,
         ));
     }
+    ops.push(FsOp::Chdir {
+        path: new_root,
+        step: Step::EnterNewRoot,
+    });
+    match switch {
+        RootSwitch::Pivot => ops.extend([FsOp::PivotRoot, FsOp::DetachOldRoot]),
+        RootSwitch::Chroot => ops.push(FsOp::ChrootDot),
+    }
     ops.extend([
-        FsOp::Chdir {
-            path: new_root,
-            step: Step::EnterNewRoot,
-        },
-        FsOp::PivotRoot,
-        FsOp::DetachOldRoot,
         FsOp::Chdir {
             path: CString::from(c"/"),
             step: Step::ChdirRoot,
@@ -178,6 +197,7 @@ pub(crate) struct Fixed<'a> {
     pub netns: Option<RawFd>,
     pub devnull: RawFd,
     pub reset_signals: &'a [i32],
+    pub switch: RootSwitch,
 }
 
 /// The whole plan for one environment.
@@ -226,7 +246,7 @@ pub(crate) fn build(
         cgroup_procs,
         unshare_cgroupns: true,
         netns: fixed.netns,
-        fs: filesystem(fixed.root, spec.code_dir, spec.tmp_bytes)?,
+        fs: filesystem(fixed.root, spec.code_dir, spec.tmp_bytes, fixed.switch)?,
         hostname: cstring("hostname", fixed.hostname)?,
         rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
         fds,
@@ -256,6 +276,10 @@ mod tests {
     }
 
     fn recorded(fail: Option<&'static str>) -> (Recorder, (Step, i32)) {
+        recorded_with(fail, RootSwitch::Pivot)
+    }
+
+    fn recorded_with(fail: Option<&'static str>, switch: RootSwitch) -> (Recorder, (Step, i32)) {
         let (root, devnull) = fixture();
         let filter = [libc::sock_filter {
             code: 6,
@@ -274,6 +298,7 @@ mod tests {
             netns: Some(7),
             devnull: devnull.as_raw_fd(),
             reset_signals: &[11],
+            switch,
         };
         let env = vec![("_HANDLER".to_owned(), "echo".to_owned())];
         let spec = EnvSpec {
@@ -351,6 +376,31 @@ mod tests {
             .any(|c| c == "mount - /run/hearth/root/var/task - 0x1027 -"));
         assert!(rec.calls.iter().any(|c| c
             .starts_with("mount tmpfs /run/hearth/root/tmp tmpfs 0x6 size=536870912,mode=1777")));
+    }
+
+    #[test]
+    fn in_a_chroot_the_child_chroots_instead_of_pivoting() {
+        let (rec, (step, _)) = recorded_with(None, RootSwitch::Chroot);
+        assert_eq!(step, Step::Exec);
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| c.starts_with("pivot_root") || c.starts_with("umount2")));
+        assert!(
+            !rec.calls.iter().any(|c| c == "mount - / - 0x44000 -"),
+            "/ is not a mount point there"
+        );
+        let at = |p| rec.position(p);
+        assert!(at("chdir /run/hearth/root") < at("chroot ."));
+        assert!(at("mount proc /run/hearth/root/proc") < at("chroot ."));
+        assert!(
+            at("chroot .") < at("mount - / - 0x1027"),
+            "the new root is remounted read-only"
+        );
+        assert!(
+            at("chroot .") < at("prctl 24 0"),
+            "capabilities (CAP_SYS_CHROOT too) are dropped after"
+        );
     }
 
     #[test]

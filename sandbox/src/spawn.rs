@@ -88,6 +88,10 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// The daemon runs in a chroot whose root is not a mount point, on a host with shared mount
+    /// propagation: environments' mounts could not be kept from propagating to the host.
+    #[error("hearth runs in a chroot whose root is not a mount point, and the host uses shared mount propagation: environments' mounts would propagate to the host. Run hearth outside the chroot, or make its root a mount point (mount --bind DIR DIR; mount --make-private DIR)")]
+    ChrootWithSharedPropagation,
     /// Rootless mode needs a delegated cgroup subtree, which this host does not give.
     #[error("hearth is not root and found no cgroup it may write to: {0}")]
     Rootless(CgroupError),
@@ -186,7 +190,30 @@ pub struct Sandbox {
     cap_last_cap: u32,
     reset_signals: Vec<i32>,
     rootless: bool,
+    switch: plan::RootSwitch,
     config: SandboxConfig,
+}
+
+/// How environments enter their root, from this process's view of its mounts.
+fn root_switch() -> Result<plan::RootSwitch, SandboxError> {
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").map_err(|source| SandboxError::Host {
+            path: "/proc/self/mountinfo",
+            source,
+        })?;
+    let mut root_is_mount = false;
+    let mut shared = false;
+    for line in mountinfo.lines() {
+        let (left, _) = line.split_once(" - ").unwrap_or((line, ""));
+        let fields: Vec<&str> = left.split(' ').collect();
+        root_is_mount |= fields.get(4) == Some(&"/");
+        shared |= fields.iter().skip(6).any(|f| f.starts_with("shared:"));
+    }
+    match (root_is_mount, shared) {
+        (true, _) => Ok(plan::RootSwitch::Pivot),
+        (false, false) => Ok(plan::RootSwitch::Chroot),
+        (false, true) => Err(SandboxError::ChrootWithSharedPropagation),
+    }
 }
 
 impl Sandbox {
@@ -194,6 +221,10 @@ impl Sandbox {
     /// network namespace (root mode), the root skeleton and this process's cgroup subtree.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let rootless = !sys::has_cap_sys_admin();
+        let switch = root_switch()?;
+        if switch == plan::RootSwitch::Chroot {
+            tracing::warn!("hearth's root is not a mount point (a chroot): environments chroot into their root instead of pivot_root");
+        }
         let seccomp = SeccompProgram::native()?;
         let landlock_abi = landlock::kernel_abi();
         if landlock_abi == 0 && config.landlock == LandlockMode::Required {
@@ -239,6 +270,7 @@ impl Sandbox {
             cap_last_cap,
             reset_signals: sys::signals_with_handlers(),
             rootless,
+            switch,
             config,
         })
     }
@@ -284,6 +316,7 @@ impl Sandbox {
             netns: self.netns.as_ref().map(AsRawFd::as_raw_fd),
             devnull: self.devnull.as_raw_fd(),
             reset_signals: &self.reset_signals,
+            switch: self.switch,
         };
         let plan = Box::new(plan::build(
             &fixed,

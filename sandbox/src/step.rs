@@ -24,6 +24,7 @@ pub enum Step {
     EnterNewRoot,
     PivotRoot,
     DetachOldRoot,
+    Chroot,
     ChdirRoot,
     RemountRootReadOnly,
     SetHostname,
@@ -46,7 +47,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 37] = [
+    const ALL: [Step; 38] = [
         Step::ResetSignals,
         Step::CloseInheritedFds,
         Step::WaitUserNamespace,
@@ -65,6 +66,7 @@ impl Step {
         Step::EnterNewRoot,
         Step::PivotRoot,
         Step::DetachOldRoot,
+        Step::Chroot,
         Step::ChdirRoot,
         Step::RemountRootReadOnly,
         Step::SetHostname,
@@ -113,6 +115,9 @@ impl std::fmt::Display for Step {
             Step::EnterNewRoot => "entering the new root",
             Step::PivotRoot => "pivot_root into the new root",
             Step::DetachOldRoot => "detaching the old root",
+            Step::Chroot => {
+                "changing root into the new root (chroot: the daemon's root is not a mount point)"
+            }
             Step::ChdirRoot => "changing directory to /",
             Step::RemountRootReadOnly => "remounting the root read-only",
             Step::SetHostname => "setting the hostname",

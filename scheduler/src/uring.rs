@@ -69,6 +69,7 @@ impl Uring {
     pub(crate) fn new() -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .setup_single_issuer()
             .build(1024)?;
         let mut uring = Self { ring, futex: true };
@@ -165,14 +166,29 @@ impl Uring {
     }
 
     /// Submits pending requests and, unless `timeout` is zero, waits until at least one
-    /// completes or `timeout` passes; then appends every completion to `events`.
+    /// completes or `timeout` passes; then appends every completion to `events`. With a zero
+    /// timeout it makes no syscall unless requests are pending.
     pub(crate) fn wait(
         &mut self,
         timeout: Option<Duration>,
         events: &mut Vec<Event>,
     ) -> io::Result<()> {
         let result = match timeout {
-            Some(t) if t.is_zero() => self.ring.submit().map(|_| ()),
+            Some(t) if t.is_zero() => {
+                // The invoke path polls here on every pass: enter the kernel only if there is
+                // something to submit or completion work the kernel deferred to us (with
+                // COOP_TASKRUN it waits for our next syscall and says so in the SQ flags).
+                // Otherwise the completion queue is read from shared memory: no syscall.
+                let pending = {
+                    let sq = self.ring.submission();
+                    !sq.is_empty() || sq.taskrun()
+                };
+                if pending {
+                    self.ring.submit().map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
             Some(t) => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
