@@ -123,6 +123,7 @@ impl FunctionError {
     }
 
     /// Lambda's error document for errors hearth detects itself.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn document(&self, request_id: &str, timeout: std::time::Duration) -> Vec<u8> {
         let message = match self {
             Self::Handled => return Vec::new(),
@@ -155,6 +156,7 @@ impl From<SetupFailure> for FunctionError {
     }
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
