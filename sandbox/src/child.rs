@@ -123,6 +123,7 @@ pub(crate) struct ChildPlan {
     pub rlimits: Vec<(u32, u64)>,
     pub fds: FdPlan,
     pub cap_last_cap: u32,
+    pub clear_groups: bool,
     pub uid: u32,
     pub gid: u32,
     pub landlock: Option<LandlockPlan>,
@@ -281,7 +282,9 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
         Step::ClearAmbientCaps,
         sys.prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as u64),
     )?;
-    at(Step::SetGroups, sys.setgroups_empty())?;
+    if plan.clear_groups {
+        at(Step::SetGroups, sys.setgroups_empty())?;
+    }
     at(Step::SetGid, sys.setresgid(plan.gid))?;
     at(Step::SetUid, sys.setresuid(plan.uid))?;
     at(Step::DropCapabilities, sys.capset_zero())?;

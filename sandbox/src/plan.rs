@@ -198,6 +198,8 @@ pub(crate) struct Fixed<'a> {
     pub devnull: RawFd,
     pub reset_signals: &'a [i32],
     pub switch: RootSwitch,
+    /// Environments get a user namespace (rootless mode).
+    pub user_namespace: bool,
 }
 
 /// The whole plan for one environment.
@@ -251,6 +253,9 @@ pub(crate) fn build(
         rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
         fds,
         cap_last_cap: fixed.cap_last_cap,
+        // In a user namespace setgroups is denied (that is what makes the gid map writable
+        // without privilege), and the namespace has no supplementary groups to drop anyway.
+        clear_groups: !fixed.user_namespace,
         uid: fixed.uid,
         gid: fixed.gid,
         landlock: crate::landlock::plan(fixed.landlock_abi),
@@ -299,6 +304,7 @@ mod tests {
             devnull: devnull.as_raw_fd(),
             reset_signals: &[11],
             switch,
+            user_namespace: false,
         };
         let env = vec![("_HANDLER".to_owned(), "echo".to_owned())];
         let spec = EnvSpec {

@@ -32,6 +32,21 @@ pub struct SandboxConfig {
     pub hostname: String,
     /// What to do on a kernel without landlock.
     pub landlock: LandlockMode,
+    /// What to do when no cgroup can be created (only possible in rootless mode: as root a
+    /// missing cgroup hierarchy is always an error).
+    pub cgroups: CgroupPolicy,
+}
+
+/// Whether environments must get a cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CgroupPolicy {
+    /// Refuse to start without one (the default).
+    #[default]
+    Required,
+    /// Rootless mode only: start environments without memory, pids and CPU limits when this
+    /// user may not create cgroups (no delegated subtree). The environments are otherwise as
+    /// isolated as usual, but a function can then exhaust the host's memory or pids.
+    BestEffortWhenRootless,
 }
 
 impl Default for SandboxConfig {
@@ -51,6 +66,7 @@ impl Default for SandboxConfig {
             gid: 65534,
             hostname: "hearth".into(),
             landlock: LandlockMode::Required,
+            cgroups: CgroupPolicy::Required,
         }
     }
 }
@@ -184,7 +200,7 @@ pub struct Sandbox {
     seccomp: SeccompProgram,
     landlock_abi: u32,
     netns: Option<OwnedFd>,
-    cgroups: CgroupInstance,
+    cgroups: Option<CgroupInstance>,
     root: RootSkeleton,
     devnull: OwnedFd,
     cap_last_cap: u32,
@@ -237,10 +253,14 @@ impl Sandbox {
             Some(crate::netns::create_empty().map_err(SandboxError::NetNs)?)
         };
         let cgroups = Hierarchy::detect().and_then(CgroupInstance::create);
-        let cgroups = match (cgroups, rootless) {
-            (Ok(c), _) => c,
-            (Err(e), true) => return Err(SandboxError::Rootless(e)),
-            (Err(e), false) => return Err(e.into()),
+        let cgroups = match (cgroups, rootless, config.cgroups) {
+            (Ok(c), _, _) => Some(c),
+            (Err(e), true, CgroupPolicy::BestEffortWhenRootless) => {
+                tracing::warn!(error = %e, "rootless and no writable cgroup: environments run without memory, pids and CPU limits");
+                None
+            }
+            (Err(e), true, CgroupPolicy::Required) => return Err(SandboxError::Rootless(e)),
+            (Err(e), false, _) => return Err(e.into()),
         };
         let root =
             RootSkeleton::prepare(&config.state_dir, config.uid, config.gid).map_err(|source| {
@@ -285,23 +305,29 @@ impl Sandbox {
         self.landlock_abi.min(landlock::TARGET_ABI)
     }
 
-    /// The cgroup hierarchy in use.
-    pub fn hierarchy(&self) -> &Hierarchy {
-        self.cgroups.hierarchy()
+    /// The cgroup hierarchy in use (`None`: rootless without cgroups).
+    pub fn hierarchy(&self) -> Option<&Hierarchy> {
+        self.cgroups.as_ref().map(CgroupInstance::hierarchy)
     }
 
     /// Creates empty environment cgroups ahead of need, so a cold start only writes limits.
     pub fn prepare_cgroups(&self, count: usize) -> Result<(), CgroupError> {
-        self.cgroups.prepare(count)
+        self.cgroups.as_ref().map_or(Ok(()), |c| c.prepare(count))
     }
 
     /// Starts an environment. Returns as soon as the process exists; it finishes its setup and
     /// executes `spec.command` on its own.
     pub fn spawn(&self, spec: &EnvSpec<'_>) -> Result<Environment, SpawnError> {
-        let cgroup = self.cgroups.env(&spec.limits)?;
-        let (errors, error_write) = sys::pipe_cloexec().map_err(SpawnError::Prepare)?;
+        let cgroup = self
+            .cgroups
+            .as_ref()
+            .map(|c| c.env(&spec.limits))
+            .transpose()?;
+        // The daemon polls for setup failures: non-blocking.
+        let (errors, error_write) = sys::pipe_cloexec(true).map_err(SpawnError::Prepare)?;
         let userns_pipe = if self.rootless {
-            Some(sys::pipe_cloexec().map_err(SpawnError::Prepare)?)
+            // The child blocks on it until the id maps are written.
+            Some(sys::pipe_cloexec(false).map_err(SpawnError::Prepare)?)
         } else {
             None
         };
@@ -317,11 +343,15 @@ impl Sandbox {
             devnull: self.devnull.as_raw_fd(),
             reset_signals: &self.reset_signals,
             switch: self.switch,
+            user_namespace: self.rootless,
         };
         let plan = Box::new(plan::build(
             &fixed,
             spec,
-            cgroup.procs_fds(),
+            cgroup
+                .as_ref()
+                .map(EnvCgroup::procs_fds)
+                .unwrap_or_default(),
             error_write.as_raw_fd(),
             userns_pipe.as_ref().map(|(read, _)| read.as_raw_fd()),
         )?);
@@ -345,7 +375,7 @@ impl Sandbox {
             stack_size: stack.size(),
             ..CloneArgs::default()
         };
-        if let Some(fd) = cgroup.clone_into_fd() {
+        if let Some(fd) = cgroup.as_ref().and_then(EnvCgroup::clone_into_fd) {
             args.flags |= 0x2_0000_0000; // CLONE_INTO_CGROUP
             args.cgroup = u64::try_from(fd).unwrap_or_default();
         }
@@ -374,7 +404,7 @@ impl Sandbox {
             pid,
             pidfd,
             errors,
-            cgroup: Some(cgroup),
+            cgroup,
             launch: Some(Launch {
                 _stack: stack,
                 _plan: plan,

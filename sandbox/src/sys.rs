@@ -208,8 +208,8 @@ pub(crate) fn signals_with_handlers() -> Vec<i32> {
         .collect()
 }
 
-/// `pipe2(O_CLOEXEC)`; the read end is also non-blocking.
-pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+/// `pipe2(O_CLOEXEC)`; with `nonblocking_read`, the read end is also non-blocking.
+pub(crate) fn pipe_cloexec(nonblocking_read: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -219,9 +219,11 @@ pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
     // SAFETY: as above.
     let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    // SAFETY: plain fcntl on our own fd.
-    if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
+    if nonblocking_read {
+        // SAFETY: plain fcntl on our own fd.
+        if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok((read, write))
 }

@@ -42,6 +42,9 @@ pub fn sample_code_dir() -> &'static Path {
             dir.path().join("bootstrap"),
         )
         .expect("copy the sample function");
+        // Readable by the unprivileged user of the rootless test too.
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), open).expect("chmod the code directory");
         dir
     })
     .path()
