@@ -26,8 +26,8 @@ pub use cgroup::{CgroupError, Hierarchy, Limits};
 pub use landlock::LandlockMode;
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spawn::{
-    CgroupPolicy, EnvSpec, Environment, Sandbox, SandboxConfig, SandboxError, SetupFailure,
-    SetupState, SpawnError,
+    chrooted, CgroupPolicy, EnvSpec, Environment, Sandbox, SandboxConfig, SandboxError,
+    SetupFailure, SetupState, SpawnError,
 };
 pub use step::Step;
 pub use sys::ExitStatus;

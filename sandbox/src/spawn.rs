@@ -108,6 +108,10 @@ pub enum SandboxError {
     /// propagation: environments' mounts could not be kept from propagating to the host.
     #[error("hearth runs in a chroot whose root is not a mount point, and the host uses shared mount propagation: environments' mounts would propagate to the host. Run hearth outside the chroot, or make its root a mount point (mount --bind DIR DIR; mount --make-private DIR)")]
     ChrootWithSharedPropagation,
+    /// Rootless mode needs user namespaces, which the kernel does not create for a process in a
+    /// chroot.
+    #[error("hearth is not root and runs in a chroot: the kernel refuses to create user namespaces from inside a chroot, so environments cannot be started; run hearth as root or outside the chroot")]
+    RootlessInChroot,
     /// Rootless mode needs a delegated cgroup subtree, which this host does not give.
     #[error("hearth is not root and found no cgroup it may write to: {0}")]
     Rootless(CgroupError),
@@ -210,6 +214,17 @@ pub struct Sandbox {
     config: SandboxConfig,
 }
 
+/// Whether this process runs in a chroot: its root is not the root of its pid namespace's init
+/// (the kernel's rule for refusing `CLONE_NEWUSER` compares with the mount namespace's root; the
+/// init's root is the closest thing an unprivileged process can look at).
+pub fn chrooted() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata("/"), fs::metadata("/proc/1/root/")) {
+        (Ok(ours), Ok(init)) => (ours.dev(), ours.ino()) != (init.dev(), init.ino()),
+        _ => false,
+    }
+}
+
 /// How environments enter their root, from this process's view of its mounts.
 fn root_switch() -> Result<plan::RootSwitch, SandboxError> {
     let mountinfo =
@@ -237,6 +252,9 @@ impl Sandbox {
     /// network namespace (root mode), the root skeleton and this process's cgroup subtree.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let rootless = !sys::has_cap_sys_admin();
+        if rootless && chrooted() {
+            return Err(SandboxError::RootlessInChroot);
+        }
         let switch = root_switch()?;
         if switch == plan::RootSwitch::Chroot {
             tracing::warn!("hearth's root is not a mount point (a chroot): environments chroot into their root instead of pivot_root");
