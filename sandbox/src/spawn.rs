@@ -214,15 +214,16 @@ pub struct Sandbox {
     config: SandboxConfig,
 }
 
-/// Whether this process runs in a chroot: its root is not the root of its pid namespace's init
-/// (the kernel's rule for refusing `CLONE_NEWUSER` compares with the mount namespace's root; the
-/// init's root is the closest thing an unprivileged process can look at).
+/// Whether this process runs in a chroot whose root is not a mount point (no mount in
+/// `/proc/self/mountinfo` sits at `/`). The kernel refuses `CLONE_NEWUSER` there; it also does in
+/// a chroot whose root happens to be a mount point, which this does not detect (spawning then
+/// fails with EPERM).
 pub fn chrooted() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::metadata("/"), fs::metadata("/proc/1/root/")) {
-        (Ok(ours), Ok(init)) => (ours.dev(), ours.ino()) != (init.dev(), init.ino()),
-        _ => false,
-    }
+    fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mountinfo| {
+        !mountinfo
+            .lines()
+            .any(|line| line.split(' ').nth(4) == Some("/"))
+    })
 }
 
 /// How environments enter their root, from this process's view of its mounts.

@@ -28,7 +28,6 @@ fn an_unprivileged_hearth_isolates_environments_in_user_namespaces() {
     std::fs::copy(workspace_binary("hearth-rootless-probe"), &probe).unwrap();
     let code = sample_code_dir();
 
-    // Decide before dropping privileges: /proc/1/root is readable by root only.
     let in_chroot = hearth_sandbox::chrooted();
     let out = Command::new(&probe)
         .arg(&state)

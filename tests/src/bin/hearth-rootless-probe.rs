@@ -12,7 +12,13 @@ use hearth_sandbox::{CgroupPolicy, EnvSpec, Limits, Sandbox, SandboxConfig, Setu
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("hearth-rootless-probe: {e}");
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        eprintln!("hearth-rootless-probe: {message}");
         #[allow(clippy::exit)] // a failed probe must say so in its status
         std::process::exit(1);
     }
