@@ -21,12 +21,18 @@ pub const CHANNEL_FD_ENV: &str = "HEARTH_CHANNEL_FD";
 /// How long the guest spins for the next request before sleeping, at most.
 const GUEST_SPIN_MAX: Duration = Duration::from_micros(50);
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One request, as read (and checked) from its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestRequest {
     /// Id to answer with.
     pub id: u64,
-    /// Deadline as Unix time in milliseconds.
+    /// Deadline as Unix time in milliseconds: when the request was taken plus its timeout.
     pub deadline_ms: u64,
     /// Lambda request id (UUID bytes).
     pub request_id: [u8; 16],
@@ -159,7 +165,7 @@ impl GuestChannel {
         let kind = slot.kind.load(Ordering::Relaxed);
         let request = GuestRequest {
             id: slot.id.load(Ordering::Relaxed),
-            deadline_ms: slot.deadline_ms.load(Ordering::Relaxed),
+            deadline_ms: now_ms().saturating_add(slot.timeout_ms.load(Ordering::Relaxed)),
             request_id: {
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&slot.request_id[0].load(Ordering::Relaxed).to_le_bytes());

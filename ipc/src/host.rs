@@ -16,8 +16,9 @@ use crate::sys::{self, Mapping};
 /// What the host tells the guest about a request besides its payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestMeta {
-    /// Deadline as Unix time in milliseconds.
-    pub deadline_ms: u64,
+    /// The invocation's timeout in milliseconds. The guest turns it into a deadline when it
+    /// takes the request, which for a request queued behind others is when it starts to run.
+    pub timeout_ms: u64,
     /// Lambda request id (UUID bytes).
     pub request_id: [u8; 16],
 }
@@ -128,7 +129,7 @@ impl HostChannel {
         slot.offset.store(offset, Ordering::Relaxed);
         slot.len.store(len, Ordering::Relaxed);
         slot.kind.store(KIND_INVOKE, Ordering::Relaxed);
-        slot.deadline_ms.store(meta.deadline_ms, Ordering::Relaxed);
+        slot.timeout_ms.store(meta.timeout_ms, Ordering::Relaxed);
         let (lo, hi) = meta.request_id.split_at(8);
         slot.request_id[0].store(
             u64::from_le_bytes(lo.try_into().unwrap_or_default()),
@@ -145,6 +146,23 @@ impl HostChannel {
         self.out_len += 1;
         self.map.control().guest_bell.notify();
         Ok(id)
+    }
+
+    /// Whether the guest has taken request `id` off the request ring (it may have started
+    /// running it). Reads the guest's index once; if the guest corrupted it this says `true`:
+    /// a hostile guest can only change how its own failure is reported.
+    pub fn taken(&mut self, id: u64) -> bool {
+        if self
+            .req
+            .free(&self.map.control().req_head, RingSide::Request)
+            .is_err()
+        {
+            return true;
+        }
+        // Request `id` went into ring index `id - 1` (ids start at 1, one per index).
+        let index = u32::try_from(id.wrapping_sub(1) & u64::from(u32::MAX)).unwrap_or(0);
+        let passed = self.req.head_seen().wrapping_sub(index);
+        passed != 0 && passed <= SLOTS
     }
 
     /// Unchecked hint for spin loops: the guest may have published a response.

@@ -15,7 +15,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// Magic number at offset 0 of every channel ("HEARTHC1").
 pub const MAGIC: u64 = u64::from_be_bytes(*b"HEARTHC1");
 /// Layout version; bumped on any change to this file.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Slots per ring: the most invocations one environment can have queued.
 #[cfg(not(loom))]
@@ -106,8 +106,8 @@ pub struct ReqSlot {
     pub kind: AtomicU32,
     /// Reserved, zero.
     pub reserved: AtomicU32,
-    /// Deadline as Unix time in milliseconds (for the guest's `remaining_time`).
-    pub deadline_ms: AtomicU64,
+    /// Timeout in milliseconds, counted from when the guest takes the request.
+    pub timeout_ms: AtomicU64,
     /// Lambda request id (a UUID), 16 raw bytes.
     pub request_id: [AtomicU64; 2],
     /// Reserved, zero.

@@ -65,12 +65,21 @@ fn echo_round_trips_bytes_in_order() {
 fn guest_sees_request_metadata() {
     let (mut host, mut guest) = pair();
     let meta = RequestMeta {
-        deadline_ms: 1_700_000_000_123,
+        timeout_ms: 3000,
         request_id: *b"0123456789abcdef",
     };
     host.submit(b"x", &meta).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     let request = guest.try_next().unwrap().expect("a request");
-    assert_eq!(request.deadline_ms, meta.deadline_ms);
+    let now_ms = u64::try_from(now.as_millis()).unwrap();
+    // The deadline counts from when the guest takes the request.
+    assert!(
+        (now_ms + 3000..=now_ms + 3100).contains(&request.deadline_ms),
+        "{}",
+        request.deadline_ms
+    );
     assert_eq!(request.request_id, meta.request_id);
     assert_eq!(guest.payload(&request), b"x");
 }
@@ -181,4 +190,15 @@ fn the_memfd_cannot_be_shrunk_by_the_guest() {
         .set_len(4096)
         .expect_err("a sealed memfd must refuse to shrink");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+}
+
+#[test]
+fn the_host_sees_which_requests_the_guest_has_taken() {
+    let (mut host, mut guest) = pair();
+    let first = host.submit(b"1", &RequestMeta::default()).unwrap();
+    let second = host.submit(b"2", &RequestMeta::default()).unwrap();
+    assert!(!host.taken(first) && !host.taken(second));
+    guest.try_next().unwrap().expect("first request");
+    assert!(host.taken(first));
+    assert!(!host.taken(second), "still queued");
 }

@@ -8,11 +8,12 @@
 //!
 //! The order matters and is the point of this file:
 //!
-//! 1. reset inherited signal handlers, close every inherited fd the plan does not use, then wait
+//! 1. reset every signal disposition that is not the default, close every inherited fd the plan
+//!    does not use, then wait
 //!    for uid/gid maps (user namespace only);
 //! 2. join the cgroup (cgroup v1; v2 uses `CLONE_INTO_CGROUP`) and only then create the cgroup
 //!    namespace, so its root is the environment's own cgroup;
-//! 3. join the empty network namespace; ask for SIGKILL if the scheduler thread dies;
+//! 3. join the empty network namespace;
 //! 4. build the root: make mounts private, bind the skeleton, `/usr`, the code (read-only),
 //!    a sized tmpfs at `/tmp`, a private `/proc`, device nodes; `pivot_root`; detach the old
 //!    root; remount the root read-only;
@@ -20,7 +21,8 @@
 //!    rest;
 //! 6. drop the capability bounding set and ambient set (needs `CAP_SETPCAP`, so before the uid
 //!    switch), clear groups, switch gid and uid (this clears the remaining capabilities), clear
-//!    them explicitly anyway, set `no_new_privs`;
+//!    them explicitly anyway, ask for SIGKILL if the scheduler thread dies (after the uid
+//!    switch, which would clear it), set `no_new_privs`;
 //! 7. landlock (needs `no_new_privs`), unblock signals, seccomp last (it would deny the
 //!    syscalls above), `execve`.
 
@@ -113,6 +115,7 @@ pub(crate) struct ChildPlan {
     /// not hold the daemon's other files open (a file open for writing in any process cannot be
     /// executed: ETXTBSY).
     pub keep_fds: Vec<RawFd>,
+    /// Signals whose disposition in the daemon is not the default (handled or ignored).
     pub reset_signals: Vec<i32>,
     pub userns_sync: Option<RawFd>,
     pub cgroup_procs: Vec<RawFd>,
@@ -199,7 +202,9 @@ pub(crate) fn run<S: Sys>(plan: &ChildPlan, sys: &mut S) -> (Failure, RawFd) {
 }
 
 fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<(), Failure> {
-    // 1. signals, inherited fds, user namespace.
+    // 1. signals, inherited fds, user namespace. Every disposition that is not the default
+    // goes back to it: handlers would run the daemon's code on this stack, and an ignored
+    // signal (Rust ignores SIGPIPE) would stay ignored across exec.
     for &sig in &plan.reset_signals {
         at(Step::ResetSignals, sys.reset_signal(sig))?;
     }
@@ -228,17 +233,13 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
             sys.unshare(libc::CLONE_NEWCGROUP),
         )?;
     }
-    // 3. network namespace, parent death.
+    // 3. network namespace.
     if let Some(fd) = plan.netns {
         at(
             Step::JoinNetworkNamespace,
             sys.setns(fd, libc::CLONE_NEWNET),
         )?;
     }
-    at(
-        Step::ParentDeathSignal,
-        sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64),
-    )?;
     // 4. filesystem.
     for op in &plan.fs {
         match op {
@@ -288,6 +289,12 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     at(Step::SetGid, sys.setresgid(plan.gid))?;
     at(Step::SetUid, sys.setresuid(plan.uid))?;
     at(Step::DropCapabilities, sys.capset_zero())?;
+    // After the uid switch, which clears the parent-death signal (the kernel resets it on any
+    // credential change): SIGKILL if the scheduler thread that started us dies.
+    at(
+        Step::ParentDeathSignal,
+        sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as u64),
+    )?;
     at(Step::NoNewPrivs, sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1))?;
     // 7. landlock, seccomp.
     if let Some(landlock) = &plan.landlock {

@@ -302,7 +302,7 @@ mod tests {
             hostname: "hearth",
             netns: Some(7),
             devnull: devnull.as_raw_fd(),
-            reset_signals: &[11],
+            reset_signals: &[11, 13],
             switch,
             user_namespace: false,
         };

@@ -167,21 +167,26 @@ impl Drop for Stack {
     }
 }
 
-/// Blocks every signal on the calling thread; restores the old mask on drop.
+/// Blocks every signal on the calling thread; restores the old mask on drop. Made with the raw
+/// syscall: libc's wrappers leave its two internal signals (32 and 33) unblocked.
 pub(crate) struct SignalsBlocked {
-    old: libc::sigset_t,
+    old: u64,
 }
 
 impl SignalsBlocked {
     pub(crate) fn new() -> Self {
-        // SAFETY: sigset_t is plain data; sigfillset initialises it.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `all` is a valid sigset_t.
-        unsafe { libc::sigfillset(&mut all) };
-        // SAFETY: both pointers are valid sigset_t's on our stack.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+        let all: u64 = u64::MAX;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask with 8-byte kernel sigsets on our stack.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                std::ptr::from_ref(&all),
+                std::ptr::from_mut(&mut old),
+                8usize,
+            )
+        };
         Self { old }
     }
 }
@@ -189,21 +194,37 @@ impl SignalsBlocked {
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
         // SAFETY: restoring the mask saved in `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                std::ptr::from_ref(&self.old),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
     }
 }
 
-/// Signals that have a handler installed in this process (they must be reset in a `CLONE_VM`
-/// child before anything can deliver them).
-pub(crate) fn signals_with_handlers() -> Vec<i32> {
-    (1..libc::SIGRTMAX())
+/// Signals 1-64 whose disposition in this process is not the default (a handler, or ignored).
+/// Read with the raw syscall: libc hides its two internal signals.
+pub(crate) fn signals_not_default() -> Vec<i32> {
+    (1..=64)
         .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
         .filter(|&sig| {
-            // SAFETY: sigaction is plain data; querying (act = NULL) changes nothing.
-            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: as above; `old` is valid for writes.
-            let ok = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
-            ok && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN
+            // The kernel's struct sigaction: handler, flags, restorer, mask.
+            let mut old = [0u64; 4];
+            // SAFETY: querying only (new action NULL); `old` has room for the kernel struct.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::null::<u64>(),
+                    old.as_mut_ptr(),
+                    8usize,
+                )
+            };
+            ret == 0 && old[0] != 0
         })
         .collect()
 }
@@ -386,4 +407,11 @@ pub(crate) fn set_affinity(pid: i32, set: &libc::cpu_set_t) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Marks this process not dumpable (no core dumps, /proc files owned by root, no ptrace by
+/// non-root users).
+pub(crate) fn set_not_dumpable() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }

@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hearth_ipc::{AdaptiveSpin, HostChannel, RequestMeta, ResponseStatus, SubmitError};
 use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, SetupState, Step};
@@ -211,11 +211,6 @@ pub fn format_request_id(id: &[u8; 16]) -> String {
         &h[16..20],
         &h[20..32]
     )
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Shard {
@@ -410,6 +405,9 @@ impl Shard {
                 return Err(InvokeError::Throttled(throttle));
             }
         };
+        // Exits that already completed must be seen before an idle environment is picked:
+        // reading the completion queue costs no syscall unless work is pending.
+        self.poll_events();
         let placed = self.place(function, payload, tag, sync, ticket);
         if placed.is_err() {
             self.shared.account.release(function.concurrency(), ticket);
@@ -428,13 +426,15 @@ impl Shard {
         let request_id = next_request_id(&mut self.rng);
         let timeout = function.config().timeout;
         let meta = RequestMeta {
-            deadline_ms: unix_ms(SystemTime::now() + timeout),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             request_id,
         };
-        // A picked environment can turn out broken (it answered twice, corrupted its ring, or
-        // its arena is full); it is discarded and the next candidate tried, ending with a new one.
+        // A picked environment can turn out broken (it answered twice or corrupted its ring:
+        // it is killed) or, when queueing, full (its arena holds earlier large payloads): then
+        // the next candidate is tried without queueing, ending with a new environment.
+        let mut allow_queue = true;
         for _ in 0..4 {
-            let (key, start) = match self.pick(function) {
+            let (key, start) = match self.pick(function, allow_queue) {
                 Some(picked) => picked,
                 None => (self.start_env(function)?, Start::Cold),
             };
@@ -470,15 +470,15 @@ impl Shard {
                     return Ok(());
                 }
                 Err(SubmitError::Full) => {
-                    // Only a pipelined environment can be full; leave it to drain.
-                    if start == Start::Cold {
-                        return Err(InvokeError::Service(
-                            "a new environment refused its first request".into(),
-                        ));
-                    }
-                    continue;
+                    // An idle or new environment has room for any payload; only one with
+                    // requests queued can be full. Leave it to drain and do not queue again.
+                    self.return_unused(function, key, start);
+                    allow_queue = false;
                 }
-                Err(SubmitError::TooLarge(n)) => return Err(InvokeError::RequestTooLarge(n)),
+                Err(SubmitError::TooLarge(n)) => {
+                    self.return_unused(function, key, start);
+                    return Err(InvokeError::RequestTooLarge(n));
+                }
                 Err(SubmitError::Protocol(e)) => {
                     self.stats.protocol_errors += 1;
                     self.kill(key, Some(FunctionError::InvalidResponse(e)));
@@ -490,8 +490,21 @@ impl Shard {
         ))
     }
 
-    /// An idle environment of `function`, or (with pipelining) the least loaded busy one.
-    fn pick(&mut self, function: &Function) -> Option<(Key, Start)> {
+    /// Puts back an environment that was picked (or started) but not given the invocation.
+    fn return_unused(&mut self, function: &Function, key: Key, start: Start) {
+        let idle = self
+            .env(key)
+            .is_some_and(|e| e.state == State::Live && e.inflight.is_empty());
+        if start != Start::Queued && idle {
+            if let Some(pool) = self.pools.get_mut(&function.id()) {
+                pool.idle.push(key);
+            }
+        }
+    }
+
+    /// An idle environment of `function`, or (with pipelining and `allow_queue`) the least
+    /// loaded busy one.
+    fn pick(&mut self, function: &Function, allow_queue: bool) -> Option<(Key, Start)> {
         let pool = self.pools.get_mut(&function.id())?;
         while let Some(key) = pool.idle.pop() {
             let slot = self
@@ -510,12 +523,12 @@ impl Shard {
                 Err(e) => {
                     self.stats.protocol_errors += 1;
                     self.kill(key, Some(FunctionError::InvalidResponse(e)));
-                    return self.pick(function);
+                    return self.pick(function, allow_queue);
                 }
             }
         }
         let depth = function.config().pipeline_depth as usize;
-        if depth > 1 {
+        if depth > 1 && allow_queue {
             let slots = &self.slots;
             let load = |k: &Key| {
                 slots
@@ -619,9 +632,7 @@ impl Shard {
                 .and_then(|s| s.env.as_ref())
                 .is_some_and(|e| e.state == State::Live && !e.inflight.is_empty())
         });
-        self.events.clear();
-        let _ = self.uring.wait(Some(Duration::ZERO), &mut self.events);
-        self.handle_events();
+        self.poll_events();
         if now >= self.next_maintenance {
             self.maintain();
         }
@@ -780,6 +791,13 @@ impl Shard {
         }
     }
 
+    /// Handles completions already in the ring, without waiting.
+    fn poll_events(&mut self) {
+        self.events.clear();
+        let _ = self.uring.wait(Some(Duration::ZERO), &mut self.events);
+        self.handle_events();
+    }
+
     fn handle_events(&mut self) {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
@@ -816,28 +834,34 @@ impl Shard {
             .unwrap_or(ExitStatus::Signaled(libc::SIGKILL));
         if env.state == State::Live {
             let setup = env.process.poll_setup();
-            let error = match setup {
+            let function = env.function.name().to_owned();
+            let head_taken = env
+                .inflight
+                .front()
+                .map(|i| i.id)
+                .map(|id| env.channel.taken(id));
+            self.stats.exits += 1;
+            match setup {
                 SetupState::Failed(f) if f.step == Step::Exec => {
-                    Some(FunctionError::InvalidEntrypoint(f.errno))
+                    self.kill(key, Some(FunctionError::InvalidEntrypoint(f.errno)));
                 }
                 SetupState::Failed(f) => {
-                    let message = f.to_string();
-                    self.stats.exits += 1;
-                    self.kill_with_service_error(key, message);
-                    self.release_env(key);
-                    return;
+                    self.fail_all(key, &format!("could not start an environment for {function}: {f}"));
                 }
-                _ => Some(FunctionError::ExitError(status)),
-            };
-            self.stats.exits += 1;
-            self.kill(key, error);
+                // It exited while idle, or before taking the invocation it was given.
+                _ if head_taken == Some(false) => self.fail_all(
+                    key,
+                    &format!("the environment exited ({status}) before this invocation started; it did not run"),
+                ),
+                _ => self.kill(key, Some(FunctionError::ExitError(status))),
+            }
         }
         self.release_env(key);
     }
 
-    /// Setup failed before the function ran: every invocation on it fails with a service
-    /// error naming the step.
-    fn kill_with_service_error(&mut self, key: Key, message: String) {
+    /// Fails every invocation on an environment that never ran any of them with a retryable
+    /// service error, and marks it dying.
+    fn fail_all(&mut self, key: Key, message: &str) {
         let Some(env) = self.env_mut(key) else { return };
         env.state = State::Dying;
         let function = env.function.clone();
@@ -851,13 +875,7 @@ impl Shard {
                 .account
                 .release(function.concurrency(), queued.ticket);
             self.scratch.clear();
-            self.finish(
-                queued,
-                Err(InvokeError::Service(format!(
-                    "could not start an environment for {}: {message}",
-                    function.name()
-                ))),
-            );
+            self.finish(queued, Err(InvokeError::Service(message.to_owned())));
         }
     }
 
@@ -913,11 +931,7 @@ impl Shard {
         // Announce sleep on every busy environment's doorbell, then look once more.
         let mut ready = false;
         for &key in &self.busy {
-            if let Some(env) = self
-                .slots
-                .get(key.slot as usize)
-                .and_then(|s| s.env.as_ref())
-            {
+            if let Some(env) = self.env(key) {
                 env.channel.host_bell().prepare();
                 ready |= env.channel.recheck().unwrap_or(true);
             }
@@ -929,6 +943,7 @@ impl Shard {
                 let Some(env) = self
                     .slots
                     .get_mut(key.slot as usize)
+                    .filter(|s| s.generation == key.generation)
                     .and_then(|s| s.env.as_mut())
                 else {
                     continue;
@@ -965,11 +980,7 @@ impl Shard {
             );
         }
         for &key in &self.busy {
-            if let Some(env) = self
-                .slots
-                .get(key.slot as usize)
-                .and_then(|s| s.env.as_ref())
-            {
+            if let Some(env) = self.env(key) {
                 env.channel.host_bell().cancel();
             }
         }

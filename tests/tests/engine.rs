@@ -584,3 +584,71 @@ fn the_engine_serves_from_several_threads_at_once() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn a_full_pipelined_environment_makes_room_for_a_new_one_instead_of_failing() {
+    let f = fixture();
+    f.function("echo", "echo", |c| c.pipeline_depth = 4);
+    // Each request arena holds one maximal payload: the second 4 MB request cannot queue
+    // behind the first and must go to another environment.
+    let big: &'static [u8] = Box::leak(vec![b'x'; 4 << 20].into_boxed_slice());
+    let results = submit_all(&f, "echo", vec![big, big, big]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let done = poll_all(&f, 3);
+    assert_eq!(done.len(), 3);
+    for completion in &done {
+        let outcome = completion.result.as_ref().expect("answered");
+        assert_eq!(outcome.error, None);
+        assert_eq!(completion.payload.len(), 4 << 20);
+    }
+}
+
+#[test]
+fn a_queued_invocation_gets_its_whole_timeout_from_when_it_starts() {
+    let f = fixture();
+    f.function("remaining", "remaining", |c| {
+        c.pipeline_depth = 2;
+        c.timeout = Duration::from_secs(2);
+    });
+    f.function("slow", "sleep", |c| c.timeout = Duration::from_secs(2));
+    // Warm one environment, then queue a second invocation behind one that sleeps 700 ms: the
+    // second one's deadline must not include the time it waited.
+    assert!(f.invoke("remaining", b"").is_ok());
+    let results = submit_all(&f, "remaining", vec![b"700", b""]);
+    assert!(results.iter().all(Result::is_ok));
+    let done = poll_all(&f, 2);
+    let left: Vec<u64> = done
+        .into_iter()
+        .map(|c| String::from_utf8(c.payload).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        (1200..=1310).contains(&left[0]),
+        "the first slept 700 ms of its 2 s: {} ms left",
+        left[0]
+    );
+    assert!(
+        (1900..=2000).contains(&left[1]),
+        "the queued one starts with its 2 s: {} ms left",
+        left[1]
+    );
+}
+
+#[test]
+fn an_environment_that_exits_while_idle_is_never_blamed_for_the_next_call() {
+    let f = fixture();
+    f.function("leave", "leave", |_| {});
+    for _ in 0..20 {
+        // It answers, then exits. The next call either finds it gone and starts a new one, or
+        // reaches it before its exit is noticed: then it did not run, and says so (retryable).
+        match f.invoke("leave", b"") {
+            Ok((outcome, body)) => {
+                assert_eq!(outcome.error, None);
+                assert_eq!(body, b"bye");
+            }
+            Err(InvokeError::Service(message)) => {
+                assert!(message.contains("did not run"), "{message}")
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Rootless mode: hearth run by an unprivileged user starts environments in user namespaces.
-//! The test (root) drops to uid/gid 65534 to run `hearth-rootless-probe`, which starts one
+//! The test (root) drops to uid/gid 65534 to run `hearth-sandbox-helper`, which starts one
 //! environment and prints what the sample function's probe sees inside it.
 //!
 //! This host gives unprivileged users no cgroup subtree, so the probe runs with
@@ -24,12 +24,13 @@ fn an_unprivileged_hearth_isolates_environments_in_user_namespaces() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
-    let probe = dir.path().join("hearth-rootless-probe");
-    std::fs::copy(workspace_binary("hearth-rootless-probe"), &probe).unwrap();
+    let probe = dir.path().join("hearth-sandbox-helper");
+    std::fs::copy(workspace_binary("hearth-sandbox-helper"), &probe).unwrap();
     let code = sample_code_dir();
 
     let in_chroot = hearth_sandbox::chrooted();
     let out = Command::new(&probe)
+        .arg("probe")
         .arg(&state)
         .arg(code)
         .env_clear()

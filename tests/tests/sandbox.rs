@@ -107,6 +107,10 @@ fn the_probe_sees_an_isolated_environment() {
     assert_eq!(report["cap_bnd"], "0000000000000000");
     assert_eq!(report["cap_amb"], "0000000000000000");
     assert_eq!(report["no_new_privs"], "1");
+    // Only SIGPIPE, which the function's own Rust runtime ignores when it starts (every Rust
+    // main does); nothing inherited from the daemon.
+    assert_eq!(report["sig_ign"], "0000000000001000", "ignored signals");
+    assert_eq!(report["sig_blk"], "0000000000000000", "no signal blocked");
     assert_eq!(report["seccomp"], "2");
     assert_eq!(
         report["interfaces"],
@@ -318,5 +322,42 @@ fn dropping_an_environment_kills_it_and_its_empty_cgroup_is_reused_then_removed(
         !cgroup.exists(),
         "{} outlived the sandbox",
         cgroup.display()
+    );
+}
+
+#[test]
+fn environments_die_with_the_daemon_thread_that_started_them() {
+    require_root();
+    // A separate process starts an environment (as root: the uid switch inside the child once
+    // cleared the parent-death signal), prints its pid, and is then killed.
+    let state = tempfile::tempdir().unwrap();
+    let mut helper =
+        std::process::Command::new(hearth_tests::workspace_binary("hearth-sandbox-helper"))
+            .arg("hold")
+            .arg(state.path())
+            .arg(hearth_tests::sample_code_dir())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(helper.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid: i32 = line
+        .trim()
+        .parse()
+        .expect("the helper prints the environment's pid");
+    assert!(hearth_tests::process_exists(pid));
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hearth_tests::process_exists(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !hearth_tests::process_exists(pid),
+        "environment {pid} outlived the process that started it"
     );
 }

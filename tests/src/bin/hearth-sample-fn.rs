@@ -14,6 +14,8 @@
 //! | `big`     | bytes               | answers with that many bytes                              |
 //! | `garbage` | what to corrupt     | writes garbage into its rings (see `garbage`)             |
 //! | `twice`   | any bytes           | answers the same request twice                            |
+//! | `leave`   | ignored             | answers `bye`, then exits                                 |
+//! | `remaining` | milliseconds or "" | sleeps that long, answers the milliseconds left before its deadline |
 //! | `probe`   | ignored             | answers a JSON report of what the sandbox allows          |
 #![allow(clippy::exit)] // `exit` and `crash` end the process on purpose
 
@@ -37,6 +39,17 @@ fn main() {
     match handler.as_str() {
         "garbage" => garbage(),
         "twice" => twice(),
+        "leave" => leave(),
+        "remaining" => hearth_runtime::serve_with_context(|event, context| {
+            if let Ok(ms) = number(event) {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            Ok(context
+                .remaining_time()
+                .as_millis()
+                .to_string()
+                .into_bytes())
+        }),
         _ => {}
     }
     serve(move |event| match handler.as_str() {
@@ -181,6 +194,16 @@ fn garbage() -> ! {
     }
 }
 
+/// Answers one request, then exits (status 0) while idle.
+fn leave() -> ! {
+    let (mut channel, _, _) = raw_channel();
+    let request = channel.wait_next().unwrap();
+    channel
+        .respond(request.id, ResponseStatus::Ok, b"bye")
+        .unwrap();
+    std::process::exit(0)
+}
+
 /// Answers each request twice.
 fn twice() -> ! {
     let (mut channel, _, _) = raw_channel();
@@ -309,6 +332,7 @@ mod probe {
             "cap_eff": status_field("CapEff"), "cap_prm": status_field("CapPrm"),
             "cap_bnd": status_field("CapBnd"), "cap_amb": status_field("CapAmb"),
             "no_new_privs": status_field("NoNewPrivs"), "seccomp": status_field("Seccomp"),
+            "sig_ign": status_field("SigIgn"), "sig_blk": status_field("SigBlk"),
             "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
             "passwd": std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
             "syscalls": syscalls,
