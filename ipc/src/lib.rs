@@ -34,6 +34,7 @@ mod error;
 mod guest;
 #[cfg(not(loom))]
 mod host;
+pub mod lambda;
 pub mod layout;
 pub mod ring;
 mod sync;
@@ -46,4 +47,5 @@ pub use error::{ChannelError, ProtocolError, RingSide, SubmitError};
 pub use guest::{GuestChannel, GuestRequest, CHANNEL_FD_ENV};
 #[cfg(not(loom))]
 pub use host::{Completion, HostChannel, RequestMeta};
+pub use lambda::{error_document, format_request_id};
 pub use layout::{ResponseStatus, MAX_PAYLOAD, SLOTS};

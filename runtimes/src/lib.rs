@@ -38,13 +38,7 @@ impl FnError {
 
     /// Lambda's error document for this error.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = String::with_capacity(self.message.len() + self.error_type.len() + 40);
-        out.push_str("{\"errorMessage\":");
-        push_json_string(&mut out, &self.message);
-        out.push_str(",\"errorType\":");
-        push_json_string(&mut out, &self.error_type);
-        out.push('}');
-        out.into_bytes()
+        hearth_ipc::error_document(&self.error_type, &self.message)
     }
 }
 
@@ -66,15 +60,7 @@ pub struct Context {
 impl Context {
     /// Lambda's request id, formatted as a UUID.
     pub fn request_id(&self) -> String {
-        let h: String = self.request_id.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        hearth_ipc::format_request_id(&self.request_id)
     }
 
     /// When the invocation times out.
@@ -173,22 +159,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "handler panicked".to_owned())
-}
-
-fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -139,14 +139,7 @@ impl FunctionError {
                 hearth_ipc::MAX_PAYLOAD
             ),
         };
-        let error_type = self.error_type().unwrap_or_default();
-        let mut doc = String::with_capacity(message.len() + 64);
-        doc.push_str("{\"errorMessage\":");
-        push_json_string(&mut doc, &message);
-        doc.push_str(",\"errorType\":");
-        push_json_string(&mut doc, error_type);
-        doc.push('}');
-        doc.into_bytes()
+        hearth_ipc::error_document(self.error_type().unwrap_or_default(), &message)
     }
 }
 
@@ -154,20 +147,6 @@ impl From<SetupFailure> for FunctionError {
     fn from(f: SetupFailure) -> Self {
         Self::InvalidEntrypoint(f.errno)
     }
-}
-
-#[cfg_attr(loom, allow(dead_code))]
-fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// A registry operation was refused.

@@ -44,8 +44,10 @@ pub use config::{
 #[cfg(not(loom))]
 pub use engine::{Engine, EngineError};
 pub use error::{FunctionError, InvokeError, RegistryError, Throttle, ThrottleReason};
+#[cfg(not(loom))]
+pub use hearth_ipc::format_request_id;
 pub use hearth_sandbox::{ExitStatus, LandlockMode, SandboxConfig};
 #[cfg(not(loom))]
 pub use registry::Function;
 #[cfg(not(loom))]
-pub use shard::{format_request_id, Completion, Outcome, Shard, ShardStats, Start};
+pub use shard::{Completion, Outcome, Shard, ShardStats, Start};

@@ -24,7 +24,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_ipc::{AdaptiveSpin, HostChannel, RequestMeta, ResponseStatus, SubmitError};
+use hearth_ipc::{
+    format_request_id, AdaptiveSpin, HostChannel, RequestMeta, ResponseStatus, SubmitError,
+};
 use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, SetupState, Step};
 
 use crate::admission::Ticket;
@@ -198,19 +200,6 @@ fn next_request_id(state: &mut u64) -> [u8; 16] {
     id[6] = (id[6] & 0x0f) | 0x40;
     id[8] = (id[8] & 0x3f) | 0x80;
     id
-}
-
-/// Formats request id bytes as a UUID.
-pub fn format_request_id(id: &[u8; 16]) -> String {
-    let h: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 impl Shard {

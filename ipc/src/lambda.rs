@@ -1,0 +1,68 @@
+//! Lambda's formats for what travels through the channel: the request id (a UUID) and the
+//! error document a failed invocation answers with (`{"errorMessage": ..., "errorType": ...}`).
+//! Shared by the runtime, which writes error documents, and the scheduler, which writes its own
+//! (timeouts, exits) and formats request ids.
+
+/// Formats request id bytes as a UUID (`8-4-4-4-12` lowercase hex).
+pub fn format_request_id(id: &[u8; 16]) -> String {
+    let h: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Lambda's error document: `{"errorMessage": message, "errorType": error_type}`.
+pub fn error_document(error_type: &str, message: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(message.len() + error_type.len() + 40);
+    out.push_str("{\"errorMessage\":");
+    push_json_string(&mut out, message);
+    out.push_str(",\"errorType\":");
+    push_json_string(&mut out, error_type);
+    out.push('}');
+    out.into_bytes()
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_are_lambdas_shape_and_escaped() {
+        assert_eq!(
+            String::from_utf8(error_document("ValueError", "bad \"input\"\n\u{1}")).unwrap(),
+            r#"{"errorMessage":"bad \"input\"\n\u0001","errorType":"ValueError"}"#
+        );
+    }
+
+    #[test]
+    fn request_ids_are_uuids() {
+        let id = [
+            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8,
+        ];
+        assert_eq!(
+            format_request_id(&id),
+            "12345678-9abc-def0-0102-030405060708"
+        );
+    }
+}
