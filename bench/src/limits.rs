@@ -2,7 +2,7 @@
 //! can be read as ratios: a shared-memory round trip between two spinning processes on two
 //! cores, the same round trip when each side sleeps on a futex, and fork + exit + wait.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::report::Latencies;
@@ -16,54 +16,52 @@ pub fn cpu_pair() -> (usize, usize) {
 
 const STOP: u32 = u32::MAX;
 
-/// Round trip through two cache lines, both sides spinning.
-pub fn spin_pingpong(n: u64) -> (Latencies, Duration) {
-    on_pinned_thread(move |a, b| {
-        let page = SharedPage::new(4096).expect("shared page");
-        let (ping, pong) = (page.word(0), page.word(128));
-        let child = sys::fork_child(|| {
-            sys::pin(b);
-            let mut seen = 0;
-            loop {
-                let now = ping.load(Ordering::Acquire);
-                if now == seen {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                if now == STOP {
-                    return;
-                }
-                seen = now;
-                pong.store(seen, Ordering::Release);
+/// How a side of a ping-pong waits for the other.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Spin on the shared word.
+    Spin,
+    /// Sleep on it with `FUTEX_WAIT`; the other side wakes it with `FUTEX_WAKE`.
+    Futex,
+}
+
+impl Wait {
+    /// Waits until `word` no longer holds `seen`; returns its new value.
+    fn change(self, word: &AtomicU32, seen: u32) -> u32 {
+        loop {
+            let now = word.load(Ordering::Acquire);
+            if now != seen {
+                return now;
             }
-        })
-        .expect("fork");
-        sys::pin(a);
-        let mut lat = Latencies::new();
-        let warmup = n / 10;
-        let mut start = Instant::now();
-        for i in 1..=u32::try_from(n + warmup).unwrap_or(u32::MAX - 1) {
-            if u64::from(i) == warmup + 1 {
-                start = Instant::now();
-            }
-            let t0 = Instant::now();
-            ping.store(i, Ordering::Release);
-            while pong.load(Ordering::Acquire) != i {
-                std::hint::spin_loop();
-            }
-            if u64::from(i) > warmup {
-                lat.record(t0.elapsed());
+            match self {
+                Wait::Spin => std::hint::spin_loop(),
+                Wait::Futex => sys::futex_wait(word, seen),
             }
         }
-        let elapsed = start.elapsed();
-        ping.store(STOP, Ordering::Release);
-        sys::wait_child(child);
-        (lat, elapsed)
-    })
+    }
+
+    /// Publishes `value` in `word` and wakes a sleeping waiter.
+    fn publish(self, word: &AtomicU32, value: u32) {
+        word.store(value, Ordering::Release);
+        if let Wait::Futex = self {
+            sys::futex_wake(word);
+        }
+    }
+}
+
+/// Round trip through two cache lines, both sides spinning.
+pub fn spin_pingpong(n: u64) -> (Latencies, Duration) {
+    pingpong(n, Wait::Spin)
 }
 
 /// Round trip when each side sleeps on a futex until the other wakes it.
 pub fn futex_pingpong(n: u64) -> (Latencies, Duration) {
+    pingpong(n, Wait::Futex)
+}
+
+/// Two processes on two CPUs pass a counter back and forth through shared memory; each round
+/// trip is timed on the first.
+fn pingpong(n: u64, wait: Wait) -> (Latencies, Duration) {
     on_pinned_thread(move |a, b| {
         let page = SharedPage::new(4096).expect("shared page");
         let (ping, pong) = (page.word(0), page.word(128));
@@ -71,17 +69,11 @@ pub fn futex_pingpong(n: u64) -> (Latencies, Duration) {
             sys::pin(b);
             let mut seen = 0;
             loop {
-                let now = ping.load(Ordering::Acquire);
-                if now == seen {
-                    sys::futex_wait(ping, seen);
-                    continue;
-                }
-                if now == STOP {
+                seen = wait.change(ping, seen);
+                if seen == STOP {
                     return;
                 }
-                seen = now;
-                pong.store(seen, Ordering::Release);
-                sys::futex_wake(pong);
+                wait.publish(pong, seen);
             }
         })
         .expect("fork");
@@ -94,22 +86,17 @@ pub fn futex_pingpong(n: u64) -> (Latencies, Duration) {
                 start = Instant::now();
             }
             let t0 = Instant::now();
-            ping.store(i, Ordering::Release);
-            sys::futex_wake(ping);
-            loop {
-                let now = pong.load(Ordering::Acquire);
-                if now == i {
-                    break;
-                }
-                sys::futex_wait(pong, now);
+            wait.publish(ping, i);
+            let mut seen = i - 1;
+            while seen != i {
+                seen = wait.change(pong, seen);
             }
             if u64::from(i) > warmup {
                 lat.record(t0.elapsed());
             }
         }
         let elapsed = start.elapsed();
-        ping.store(STOP, Ordering::Release);
-        sys::futex_wake(ping);
+        wait.publish(ping, STOP);
         sys::wait_child(child);
         (lat, elapsed)
     })

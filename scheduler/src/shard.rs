@@ -186,6 +186,22 @@ impl std::fmt::Debug for Shard {
     }
 }
 
+/// The environment in `key`'s slot, if the slot still holds that generation. Free functions
+/// over the slot table (not methods) so that callers can borrow other fields of the shard.
+fn slot_env(slots: &[Slot], key: Key) -> Option<&Env> {
+    slots
+        .get(key.slot as usize)
+        .filter(|s| s.generation == key.generation)
+        .and_then(|s| s.env.as_ref())
+}
+
+fn slot_env_mut(slots: &mut [Slot], key: Key) -> Option<&mut Env> {
+    slots
+        .get_mut(key.slot as usize)
+        .filter(|s| s.generation == key.generation)
+        .and_then(|s| s.env.as_mut())
+}
+
 /// Lambda's request id bytes (a version 4 UUID) from a xorshift generator: unique, not secret.
 fn next_request_id(state: &mut u64) -> [u8; 16] {
     let mut next = || {
@@ -362,17 +378,11 @@ impl Shard {
     }
 
     fn env(&self, key: Key) -> Option<&Env> {
-        self.slots
-            .get(key.slot as usize)
-            .filter(|s| s.generation == key.generation)
-            .and_then(|s| s.env.as_ref())
+        slot_env(&self.slots, key)
     }
 
     fn env_mut(&mut self, key: Key) -> Option<&mut Env> {
-        self.slots
-            .get_mut(key.slot as usize)
-            .filter(|s| s.generation == key.generation)
-            .and_then(|s| s.env.as_mut())
+        slot_env_mut(&mut self.slots, key)
     }
 
     // ----- dispatch -------------------------------------------------------------------------
@@ -496,11 +506,7 @@ impl Shard {
     fn pick(&mut self, function: &Function, allow_queue: bool) -> Option<(Key, Start)> {
         let pool = self.pools.get_mut(&function.id())?;
         while let Some(key) = pool.idle.pop() {
-            let slot = self
-                .slots
-                .get_mut(key.slot as usize)
-                .filter(|s| s.generation == key.generation);
-            let Some(env) = slot.and_then(|s| s.env.as_mut()) else {
+            let Some(env) = slot_env_mut(&mut self.slots, key) else {
                 continue;
             };
             if env.state != State::Live {
@@ -520,10 +526,7 @@ impl Shard {
         if depth > 1 && allow_queue {
             let slots = &self.slots;
             let load = |k: &Key| {
-                slots
-                    .get(k.slot as usize)
-                    .filter(|s| s.generation == k.generation)
-                    .and_then(|s| s.env.as_ref())
+                slot_env(slots, *k)
                     .filter(|e| e.state == State::Live)
                     .map(|e| e.inflight.len())
             };
@@ -613,13 +616,9 @@ impl Shard {
             self.drain_responses(key, now);
             i += 1;
         }
+        let slots = &self.slots;
         self.busy.retain(|&k| {
-            let slots = &self.slots;
-            slots
-                .get(k.slot as usize)
-                .filter(|s| s.generation == k.generation)
-                .and_then(|s| s.env.as_ref())
-                .is_some_and(|e| e.state == State::Live && !e.inflight.is_empty())
+            slot_env(slots, k).is_some_and(|e| e.state == State::Live && !e.inflight.is_empty())
         });
         self.poll_events();
         if now >= self.next_maintenance {
@@ -630,12 +629,7 @@ impl Shard {
     /// Reads every response `key` has published; enforces its head deadline.
     fn drain_responses(&mut self, key: Key, now: Instant) {
         loop {
-            let Some(env) = self
-                .slots
-                .get_mut(key.slot as usize)
-                .filter(|s| s.generation == key.generation)
-                .and_then(|s| s.env.as_mut())
-            else {
+            let Some(env) = slot_env_mut(&mut self.slots, key) else {
                 return;
             };
             if env.state != State::Live || env.inflight.is_empty() {
@@ -900,13 +894,8 @@ impl Shard {
         }
         let slots = &self.slots;
         let ready = |busy: &[Key]| {
-            busy.iter().any(|k| {
-                slots
-                    .get(k.slot as usize)
-                    .filter(|s| s.generation == k.generation)
-                    .and_then(|s| s.env.as_ref())
-                    .is_some_and(|e| e.channel.response_ready())
-            })
+            busy.iter()
+                .any(|&k| slot_env(slots, k).is_some_and(|e| e.channel.response_ready()))
         };
         if !self.busy.is_empty() && self.spin.spin(|| ready(&self.busy)) {
             self.collect();
@@ -929,12 +918,7 @@ impl Shard {
             let futex = self.uring.has_futex();
             for i in 0..self.busy.len() {
                 let key = self.busy[i];
-                let Some(env) = self
-                    .slots
-                    .get_mut(key.slot as usize)
-                    .filter(|s| s.generation == key.generation)
-                    .and_then(|s| s.env.as_mut())
-                else {
+                let Some(env) = slot_env_mut(&mut self.slots, key) else {
                     continue;
                 };
                 if futex && !env.doorbell_armed {
@@ -1003,11 +987,7 @@ impl Shard {
         }
         let slots = &self.slots;
         self.pools.retain(|_, pool| {
-            pool.idle.retain(|k| {
-                slots
-                    .get(k.slot as usize)
-                    .is_some_and(|s| s.generation == k.generation && s.env.is_some())
-            });
+            pool.idle.retain(|&k| slot_env(slots, k).is_some());
             !pool.idle.is_empty() || !pool.busy.is_empty()
         });
     }

@@ -3,6 +3,10 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hearth_ipc::{HostChannel, RequestMeta, ResponseStatus};
+use hearth_sandbox::{Environment, SetupState};
 
 /// Path of a binary built from this workspace (e.g. the sample function), next to the test
 /// executable's own directory (`target/<profile>/`).
@@ -53,4 +57,34 @@ pub fn sample_code_dir() -> &'static Path {
 /// Whether process `pid` exists.
 pub fn process_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Sends `event` to an environment started directly with `hearth-sandbox` (no scheduler) and
+/// waits up to 10 s for its answer. `Err` says why there is none: the failed setup step, or
+/// "environment exited: STATUS".
+pub fn invoke_environment(
+    channel: &mut HostChannel,
+    env: &mut Environment,
+    event: &[u8],
+) -> Result<(ResponseStatus, Vec<u8>), String> {
+    channel
+        .submit(event, &RequestMeta::default())
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        if let Some(done) = channel.poll(&mut out).map_err(|e| e.to_string())? {
+            return Ok((done.status, out));
+        }
+        if let SetupState::Failed(failure) = env.poll_setup() {
+            return Err(failure.to_string());
+        }
+        if let Some(status) = env.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("environment exited: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("no answer within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }

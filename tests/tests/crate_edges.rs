@@ -36,19 +36,23 @@ fn confined() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     ])
 }
 
-fn metadata() -> Value {
+/// `cargo metadata` of the workspace; with `deps`, the resolved graph of every dependency too.
+fn metadata(deps: bool) -> Value {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec![
+        "metadata",
+        "--format-version",
+        "1",
+        "--offline",
+        "--manifest-path",
+        manifest,
+    ];
+    if !deps {
+        args.push("--no-deps");
+    }
     let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-            "--manifest-path",
-            manifest,
-        ])
+        .args(&args)
         .output()
         .expect("running cargo metadata");
     assert!(
@@ -61,7 +65,7 @@ fn metadata() -> Value {
 
 #[test]
 fn every_dependency_edge_is_allowed_by_the_design() {
-    let meta = metadata();
+    let meta = metadata(false);
     let allowed = allowed();
     let confined = confined();
     let packages = meta["packages"].as_array().unwrap();
@@ -103,13 +107,59 @@ fn every_dependency_edge_is_allowed_by_the_design() {
 
 #[test]
 fn environment_code_never_links_the_scheduler_or_the_sandbox() {
-    // The check itself, on a made-up graph: a leaf importing a sibling must be reported.
-    let allowed = allowed();
-    let ipc = allowed["hearth-ipc"].as_ref().unwrap();
-    assert!(!ipc.contains("hearth-sandbox"));
-    let runtime = allowed["hearth-runtime"].as_ref().unwrap();
+    // hearth-runtime is linked into every native function and runs inside the environment's
+    // seccomp allowlist: nothing it pulls in, however indirectly, may be the scheduler's or the
+    // sandbox's machinery.
+    let meta = metadata(true);
+    let packages: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: BTreeMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root = packages
+        .iter()
+        .find(|(_, name)| **name == "hearth-runtime")
+        .map(|(id, _)| *id)
+        .unwrap();
+    // Walk normal (not dev, not build) dependencies from hearth-runtime.
+    let mut linked = BTreeSet::new();
+    let mut todo = vec![root];
+    while let Some(id) = todo.pop() {
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null());
+            let dep_id = dep["pkg"].as_str().unwrap();
+            if normal && linked.insert(packages[dep_id]) {
+                todo.push(dep_id);
+            }
+        }
+    }
     assert!(
-        !runtime.contains("hearth-scheduler"),
-        "code inside environments must not link the scheduler"
+        linked.contains("hearth-ipc"),
+        "the walk sees the runtime's dependencies: {linked:?}"
+    );
+    let forbidden = [
+        "hearth-scheduler",
+        "hearth-sandbox",
+        "hearth-snapshot",
+        "libseccomp",
+        "landlock",
+        "io-uring",
+        "mimalloc",
+    ];
+    let found: Vec<&&str> = forbidden.iter().filter(|f| linked.contains(**f)).collect();
+    assert!(
+        found.is_empty(),
+        "hearth-runtime links {found:?} (all of it: {linked:?})"
     );
 }

@@ -4,11 +4,11 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hearth_ipc::{HostChannel, RequestMeta, ResponseStatus};
+use hearth_ipc::{HostChannel, ResponseStatus};
 use hearth_sandbox::{EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState};
 use serde_json::Value;
 
-use hearth_tests::require_root;
+use hearth_tests::{invoke_environment as invoke, require_root};
 
 struct Fixture {
     _state: tempfile::TempDir,
@@ -40,7 +40,14 @@ fn limits() -> Limits {
     }
 }
 
-fn start(f: &Fixture, handler: &str, channel: &HostChannel) -> Environment {
+/// Starts `command` from `code_dir` with the sample function's `handler`.
+fn spawn(
+    f: &Fixture,
+    code_dir: &Path,
+    command: &str,
+    handler: &str,
+    channel: &HostChannel,
+) -> Environment {
     let env = vec![
         ("_HANDLER".to_owned(), handler.to_owned()),
         ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
@@ -48,8 +55,8 @@ fn start(f: &Fixture, handler: &str, channel: &HostChannel) -> Environment {
     ];
     f.sandbox
         .spawn(&EnvSpec {
-            code_dir: f.code,
-            command: "/var/task/bootstrap",
+            code_dir,
+            command,
             args: &[],
             env: &env,
             channel: channel.guest_fd(),
@@ -62,27 +69,9 @@ fn start(f: &Fixture, handler: &str, channel: &HostChannel) -> Environment {
         .expect("spawn")
 }
 
-fn invoke(
-    channel: &mut HostChannel,
-    env: &mut Environment,
-    event: &[u8],
-) -> Result<(ResponseStatus, Vec<u8>), String> {
-    channel.submit(event, &RequestMeta::default()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out = Vec::new();
-    loop {
-        if let Some(done) = channel.poll(&mut out).map_err(|e| e.to_string())? {
-            return Ok((done.status, out));
-        }
-        if let SetupState::Failed(f) = env.poll_setup() {
-            return Err(f.to_string());
-        }
-        if let Some(status) = env.try_wait().unwrap() {
-            return Err(format!("environment exited: {status}"));
-        }
-        assert!(Instant::now() < deadline, "no answer within 10 s");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+/// Starts the sample function with `handler`.
+fn start(f: &Fixture, handler: &str, channel: &HostChannel) -> Environment {
+    spawn(f, f.code, "/var/task/bootstrap", handler, channel)
 }
 
 #[test]
@@ -207,22 +196,7 @@ fn a_failing_setup_step_is_reported_by_name() {
     let f = fixture();
     let channel = HostChannel::create().unwrap();
     let missing = f.code.join("does-not-exist");
-    let env_vars = vec![("_HANDLER".to_owned(), "echo".to_owned())];
-    let mut env = f
-        .sandbox
-        .spawn(&EnvSpec {
-            code_dir: &missing,
-            command: "/var/task/bootstrap",
-            args: &[],
-            env: &env_vars,
-            channel: channel.guest_fd(),
-            stdout: None,
-            stderr: None,
-            limits: limits(),
-            tmp_bytes: 1 << 20,
-            cpus: None,
-        })
-        .unwrap();
+    let mut env = spawn(&f, &missing, "/var/task/bootstrap", "echo", &channel);
     assert_eq!(wait_exit(&mut env), hearth_sandbox::ExitStatus::Exited(127));
     let SetupState::Failed(failure) = env.poll_setup() else {
         panic!("setup should have failed")
@@ -241,22 +215,7 @@ fn a_failing_setup_step_is_reported_by_name() {
 fn a_missing_program_fails_at_exec() {
     let f = fixture();
     let channel = HostChannel::create().unwrap();
-    let env_vars = vec![];
-    let mut env = f
-        .sandbox
-        .spawn(&EnvSpec {
-            code_dir: f.code,
-            command: "/var/task/no-such-bootstrap",
-            args: &[],
-            env: &env_vars,
-            channel: channel.guest_fd(),
-            stdout: None,
-            stderr: None,
-            limits: limits(),
-            tmp_bytes: 1 << 20,
-            cpus: None,
-        })
-        .unwrap();
+    let mut env = spawn(&f, f.code, "/var/task/no-such-bootstrap", "echo", &channel);
     wait_exit(&mut env);
     assert_eq!(
         env.poll_setup(),

@@ -9,12 +9,10 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hearth_ipc::{HostChannel, RequestMeta};
-use hearth_sandbox::{
-    CgroupPolicy, EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState,
-};
+use hearth_ipc::HostChannel;
+use hearth_sandbox::{CgroupPolicy, EnvSpec, Limits, Sandbox, SandboxConfig};
 
 fn main() {
     if let Err(e) = run() {
@@ -67,7 +65,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         tmp_bytes: 16 << 20,
         cpus: None,
     })?;
-    let answer = invoke(&mut channel, &mut environment, b"{}")?;
+    let (_, answer) = hearth_tests::invoke_environment(&mut channel, &mut environment, b"{}")?;
     if mode == "hold" {
         println!("{}", environment.pid());
         loop {
@@ -79,29 +77,4 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     report["cgroups"] = serde_json::json!(sandbox.hierarchy().is_some());
     println!("{report}");
     Ok(())
-}
-
-fn invoke(
-    channel: &mut HostChannel,
-    environment: &mut Environment,
-    event: &[u8],
-) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    channel.submit(event, &RequestMeta::default())?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out = Vec::new();
-    loop {
-        if channel.poll(&mut out)?.is_some() {
-            return Ok(out);
-        }
-        if let SetupState::Failed(failure) = environment.poll_setup() {
-            return Err(failure.into());
-        }
-        if let Some(status) = environment.try_wait()? {
-            return Err(format!("the environment exited: {status}").into());
-        }
-        if Instant::now() > deadline {
-            return Err("no answer within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
