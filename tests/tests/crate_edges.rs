@@ -48,7 +48,12 @@ fn metadata(deps: bool) -> Value {
         "--manifest-path",
         manifest,
     ];
-    if !deps {
+    // The resolved graph for this platform only: resolving every platform's dependencies
+    // offline would need crates no Linux build downloads (found by a clean-machine run).
+    let platform = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    if deps {
+        args.extend(["--filter-platform", platform.as_str()]);
+    } else {
         args.push("--no-deps");
     }
     let out = Command::new(cargo)
