@@ -11,6 +11,7 @@
 //! within a minute. Needs root (environments use namespaces and cgroups).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+mod http;
 mod limits;
 mod report;
 mod scenarios;
@@ -37,6 +38,10 @@ const SCENARIOS: &[&str] = &[
     "warm.native.parked",
     "cold.native",
     "mem.idle_env",
+    "limit.tcp_echo",
+    "peer.nginx_static",
+    "http.invoke",
+    "http.invoke.c64",
 ];
 
 struct Options {
@@ -129,7 +134,11 @@ fn main() {
 fn run(selected: &[&str], quick: bool) -> Result<()> {
     let n = |full: u64, short: u64| if quick { short } else { full };
     let mut futex_p50 = None;
+    let mut echo_p50 = None;
+    let mut nginx_rate = None;
     let mut bench = None;
+    let mut daemon: Option<http::Daemon> = None;
+    let load_time = Duration::from_secs(if quick { 2 } else { 6 });
     for &scenario in selected {
         let (lat, elapsed, extra): (Latencies, Duration, Value) = match scenario {
             "limit.spin_pingpong" => {
@@ -144,6 +153,58 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
             "limit.fork" => {
                 let (lat, elapsed) = limits::fork(n(2_000, 500));
                 (lat, elapsed, json!({}))
+            }
+            "limit.tcp_echo" => {
+                let server = http::EchoServer::start()?;
+                // The size of a signed invoke request.
+                let (lat, elapsed) = http::tcp_echo(&server, 400, n(20_000, 5_000))?;
+                echo_p50 = Some(lat.quantile_us(0.5));
+                (lat, elapsed, json!({ "bytes": 400 }))
+            }
+            "peer.nginx_static" => {
+                let nginx = http::Nginx::start()?;
+                let request = nginx.request();
+                let (one, _) = http::one_connection(nginx.addr, &request, n(20_000, 5_000))?;
+                let (lat, elapsed, done) =
+                    http::many_connections(nginx.addr, &request, 64, load_time)?;
+                let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+                nginx_rate = Some(rate);
+                let mut extra = http::throughput_extra(64, done);
+                extra["c1_p50_us"] = json!(one.quantile_us(0.5));
+                extra["c1_p99_us"] = json!(one.quantile_us(0.99));
+                (lat, elapsed, extra)
+            }
+            http_scenario @ ("http.invoke" | "http.invoke.c64") => {
+                if !sys::is_root() {
+                    anyhow::bail!("{http_scenario} starts real environments and needs root");
+                }
+                if daemon.is_none() {
+                    let (sample, _) = scenarios::sample_function().ok_or_else(|| {
+                        anyhow::anyhow!("the sample function is missing: run `make bench`")
+                    })?;
+                    daemon = Some(http::Daemon::start(&sample)?);
+                }
+                let daemon = daemon.as_ref().expect("started above");
+                let request = daemon.invoke_request();
+                if http_scenario == "http.invoke" {
+                    let (lat, elapsed) =
+                        http::one_connection(daemon.addr, &request, n(20_000, 5_000))?;
+                    let mut extra = json!({ "connections": 1 });
+                    if let Some(echo) = echo_p50 {
+                        extra["vs_tcp_echo_p50"] =
+                            json!(report::round2(lat.quantile_us(0.5) / echo));
+                    }
+                    (lat, elapsed, extra)
+                } else {
+                    let (lat, elapsed, done) =
+                        http::many_connections(daemon.addr, &request, 64, load_time)?;
+                    let mut extra = http::throughput_extra(64, done);
+                    if let Some(nginx) = nginx_rate {
+                        let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+                        extra["vs_nginx_static"] = json!(report::round2(rate / nginx));
+                    }
+                    (lat, elapsed, extra)
+                }
             }
             engine_scenario => {
                 if !sys::is_root() {

@@ -340,12 +340,18 @@ impl EnvCgroup {
             }
             Hierarchy::V1 { cpu, .. } => {
                 let memory = &self.dirs[0];
+                // v1 refuses a memory limit above memory+swap's: lift memory+swap first (a
+                // reused cgroup may hold a smaller one), then set both.
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                let swap_accounting = memsw.exists();
+                if swap_accounting {
+                    write_file(&memsw, "-1")?;
+                }
                 write_file(
                     &memory.join("memory.limit_in_bytes"),
                     &limits.memory_bytes.to_string(),
                 )?;
-                let memsw = memory.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
+                if swap_accounting {
                     write_file(&memsw, &limits.memory_bytes.to_string())?;
                 }
                 write_file(&self.dirs[1].join("pids.max"), &limits.pids.to_string())?;

@@ -32,6 +32,24 @@ pub(crate) struct Shared {
 
 type Job = Box<dyn FnOnce(&mut Shard) + Send>;
 
+/// Work a shard thread does between mailbox jobs instead of idling: the HTTP front door.
+pub(crate) trait ShardService: Send {
+    /// Handles what is ready and waits (on the shard's ring) until something else is.
+    fn turn(&mut self, shard: &mut Shard);
+    /// The shard is stopping: finish or fail what is in flight.
+    fn stop(&mut self, shard: &mut Shard);
+}
+
+/// Wakes a shard thread from another thread (its mailbox eventfd).
+#[derive(Debug)]
+pub(crate) struct Waker(OwnedFd);
+
+impl Waker {
+    pub(crate) fn wake(&self) {
+        sys::eventfd_signal(self.0.as_fd());
+    }
+}
+
 struct ShardHandle {
     mailbox: Sender<Job>,
     wake: OwnedFd,
@@ -76,6 +94,15 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Prepares the sandbox and starts one thread per shard.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        Self::start_with(config, Vec::new())
+    }
+
+    /// Starts the engine with `services[i]` running on shard `i`'s thread between jobs.
+    pub(crate) fn start_with(
+        config: EngineConfig,
+        services: Vec<Box<dyn ShardService>>,
+    ) -> Result<Self, EngineError> {
+        let mut services = services.into_iter();
         sys::raise_nofile_limit();
         let sandbox = Sandbox::new(config.sandbox.clone())?;
         let shared = Arc::new(Shared {
@@ -102,6 +129,7 @@ impl Engine {
             let (mailbox, jobs) = crossbeam_channel::unbounded::<Job>();
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let (shared, stop, cpus) = (shared.clone(), stop.clone(), cpus.clone());
+            let mut service = services.next();
             let thread = std::thread::Builder::new()
                 .name(format!("hearth-shard-{index}"))
                 .spawn(move || {
@@ -128,7 +156,13 @@ impl Engine {
                             break;
                         }
                         shard.take_mailbox();
-                        shard.idle();
+                        match service.as_mut() {
+                            Some(service) => service.turn(&mut shard),
+                            None => shard.idle(),
+                        }
+                    }
+                    if let Some(service) = service.as_mut() {
+                        service.stop(&mut shard);
                     }
                 })
                 .map_err(err)?;
@@ -149,6 +183,12 @@ impl Engine {
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// A handle that wakes shard `index`'s thread.
+    pub(crate) fn waker(&self, index: usize) -> std::io::Result<Waker> {
+        let handle = &self.shards[index % self.shards.len()];
+        Ok(Waker(handle.wake.try_clone()?))
     }
 
     /// The sandbox all environments are built by.
@@ -213,6 +253,66 @@ impl Engine {
     /// The current revision of a function.
     pub fn function(&self, name: &str) -> Option<Arc<Function>> {
         self.shared.registry.get(name)
+    }
+
+    /// Version or alias `qualifier` of function `name` (`None`: `$LATEST`); an alias with a
+    /// traffic split picks one of its versions by `draw` (uniform below one million).
+    pub fn resolve(&self, name: &str, qualifier: Option<&str>, draw: u32) -> Option<Arc<Function>> {
+        self.shared.registry.resolve(name, qualifier, draw)
+    }
+
+    /// Installs numbered version `version` of `config.name` (immutable from then on).
+    pub fn put_version(
+        &self,
+        config: FunctionConfig,
+        version: &str,
+    ) -> Result<Arc<Function>, RegistryError> {
+        self.shared.registry.put_version(config, version)
+    }
+
+    /// Removes a numbered version and the aliases routing to it.
+    pub fn delete_version(&self, name: &str, version: &str) -> Result<(), RegistryError> {
+        self.shared.registry.delete_version(name, version)
+    }
+
+    /// Points an alias at a version, optionally sending `weight` millionths of its invocations
+    /// to a second version.
+    pub fn put_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+        secondary: Option<(&str, u32)>,
+    ) -> Result<(), RegistryError> {
+        self.shared
+            .registry
+            .put_alias(name, alias, version, secondary)
+    }
+
+    /// Removes an alias.
+    pub fn delete_alias(&self, name: &str, alias: &str) -> Result<(), RegistryError> {
+        self.shared.registry.delete_alias(name, alias)
+    }
+
+    /// Keeps `count` environments started for version `version` of `name` across the shards
+    /// (provisioned concurrency; 0 stops keeping them).
+    pub fn set_provisioned(
+        &self,
+        name: &str,
+        version: &str,
+        count: u32,
+    ) -> Result<(), RegistryError> {
+        self.shared.registry.set_provisioned(name, version, count)
+    }
+
+    /// Environments of revision `function_id` alive on all shards.
+    pub fn live_environments(&self, function_id: u64) -> usize {
+        (0..self.shards.len())
+            .filter_map(|i| {
+                self.on_shard(i, move |s| s.live_environments(function_id))
+                    .ok()
+            })
+            .sum()
     }
 
     /// Every function, by name.

@@ -8,7 +8,11 @@
 //!   └─ shard 1 (thread on CPU 1): ...
 //! ```
 //!
-//! Embedded API (no HTTP yet):
+//! The daemon (`hearth serve`, [`daemon`]) puts Lambda's REST API in front of the engine: an
+//! HTTP/1.1 front door on every shard's io_uring, SigV4 verification, and a control thread
+//! that keeps functions, versions and aliases in SQLite.
+//!
+//! Embedded API:
 //!
 //! ```no_run
 //! use hearth_scheduler::{Engine, EngineConfig, FunctionConfig};
@@ -23,20 +27,36 @@
 // Under `cfg(loom)` only admission (and what it uses) is built: it is what the model checks,
 // and the rest needs the real shared-memory channel, which the ipc crate builds without loom.
 pub mod admission;
+#[cfg(not(loom))]
+mod api;
+#[cfg(not(loom))]
+pub mod auth;
+#[cfg(not(loom))]
+mod code;
 mod config;
+#[cfg(not(loom))]
+pub mod daemon;
 #[cfg(not(loom))]
 mod engine;
 mod error;
 #[cfg(not(loom))]
+mod http;
+#[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
 mod shard;
+#[cfg(not(loom))]
+mod store;
 mod sync;
 #[cfg(not(loom))]
 mod sys;
 #[cfg(not(loom))]
 mod uring;
 
+#[cfg(not(loom))]
+pub use api::Identity;
+#[cfg(not(loom))]
+pub use auth::AccessKey;
 pub use config::{
     EngineConfig, EnvCpus, FunctionConfig, FunctionOutput, DEFAULT_ACCOUNT_CONCURRENCY,
     MIN_UNRESERVED_CONCURRENCY, RESERVED_ENV,
@@ -48,6 +68,6 @@ pub use error::{FunctionError, InvokeError, RegistryError, Throttle, ThrottleRea
 pub use hearth_ipc::format_request_id;
 pub use hearth_sandbox::{ExitStatus, LandlockMode, SandboxConfig};
 #[cfg(not(loom))]
-pub use registry::Function;
+pub use registry::{Alias, Function, LATEST};
 #[cfg(not(loom))]
 pub use shard::{Completion, Outcome, Shard, ShardStats, Start};

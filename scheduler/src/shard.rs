@@ -34,7 +34,7 @@ use crate::config::{EnvCpus, FunctionOutput};
 use crate::engine::Shared;
 use crate::error::{FunctionError, InvokeError};
 use crate::registry::Function;
-use crate::uring::{Event, Key, Uring};
+use crate::uring::{Event, Key, NetOp, Uring};
 
 /// How often a shard looks for environments to reap.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
@@ -67,6 +67,8 @@ pub struct Outcome {
     pub start: Start,
     /// The environment's process id (host view), for diagnostics.
     pub env_pid: i32,
+    /// Lambda's request id of the invocation (format with [`format_request_id`]).
+    pub request_id: [u8; 16],
 }
 
 /// A finished invocation submitted with [`Shard::submit`].
@@ -101,6 +103,15 @@ pub struct ShardStats {
     pub reaped: u64,
     /// Environments alive now.
     pub live: u64,
+}
+
+/// A finished front-door socket operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetEvent {
+    pub op: NetOp,
+    pub key: Key,
+    pub result: i32,
+    pub more: bool,
 }
 
 #[derive(Debug)]
@@ -170,6 +181,7 @@ pub struct Shard {
     scratch: Vec<u8>,
     buffers: Vec<Vec<u8>>,
     events: Vec<Event>,
+    net_events: Vec<NetEvent>,
     spin: AdaptiveSpin,
     rng: u64,
     next_sync_tag: u64,
@@ -250,6 +262,7 @@ impl Shard {
             scratch: Vec::new(),
             buffers: Vec::new(),
             events: Vec::new(),
+            net_events: Vec::new(),
             spin: AdaptiveSpin::new(Duration::from_micros(2), HOST_SPIN_MAX),
             rng: crate::sys::random_u64() | 1,
             next_sync_tag: 0,
@@ -284,6 +297,16 @@ impl Shard {
             .registry
             .get(name)
             .ok_or_else(|| InvokeError::NotFound(name.to_owned()))
+    }
+
+    /// Version or alias `qualifier` of `name` (lock-free; see [`crate::Engine::resolve`]).
+    pub(crate) fn resolve(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+        draw: u32,
+    ) -> Option<Arc<Function>> {
+        self.shared.registry.resolve(name, qualifier, draw)
     }
 
     /// Invokes `function` with `payload` and waits for the answer, which replaces the contents
@@ -667,13 +690,14 @@ impl Shard {
                             Some(error)
                         }
                     };
-                    let start = inflight.start;
+                    let (start, request_id) = (inflight.start, inflight.request_id);
                     self.finish(
                         inflight,
                         Ok(Outcome {
                             error,
                             start,
                             env_pid,
+                            request_id,
                         }),
                     );
                     if idle {
@@ -749,13 +773,14 @@ impl Shard {
                         &format_request_id(&head.request_id),
                         function.config().timeout,
                     );
-                    let start = head.start;
+                    let (start, request_id) = (head.start, head.request_id);
                     self.finish(
                         head,
                         Ok(Outcome {
                             error: Some(error),
                             start,
                             env_pid: pid,
+                            request_id,
                         }),
                     );
                 }
@@ -791,6 +816,17 @@ impl Shard {
                     }
                 }
                 Event::Exit(key) => self.on_exit(key),
+                Event::Net {
+                    op,
+                    key,
+                    result,
+                    more,
+                } => self.net_events.push(NetEvent {
+                    op,
+                    key,
+                    result,
+                    more,
+                }),
                 Event::Mailbox => {
                     self.mailbox_ready = true;
                     if let Some(fd) = &self.mailbox {
@@ -889,15 +925,21 @@ impl Shard {
     fn progress(&mut self, until: Option<Instant>) {
         let before = self.completions.len() + usize::from(self.sync_result.is_some());
         self.collect();
-        if self.completions.len() + usize::from(self.sync_result.is_some()) > before {
+        if self.completions.len() + usize::from(self.sync_result.is_some()) > before
+            || !self.net_events.is_empty()
+            || self.mailbox_ready
+        {
             return;
         }
         let slots = &self.slots;
-        let ready = |busy: &[Key]| {
+        let uring = &mut self.uring;
+        let busy = &self.busy;
+        let mut ready = || {
             busy.iter()
                 .any(|&k| slot_env(slots, k).is_some_and(|e| e.channel.response_ready()))
+                || uring.has_completions()
         };
-        if !self.busy.is_empty() && self.spin.spin(|| ready(&self.busy)) {
+        if !self.busy.is_empty() && self.spin.spin(&mut ready) {
             self.collect();
             return;
         }
@@ -974,10 +1016,9 @@ impl Shard {
                 .shared
                 .registry
                 .is_current(env.function.name(), env.function.id());
-            if env.state == State::Live
-                && env.inflight.is_empty()
-                && (!current || now.duration_since(env.last_used) >= keep_alive)
-            {
+            let expired =
+                now.duration_since(env.last_used) >= keep_alive && env.function.provisioned() == 0;
+            if env.state == State::Live && env.inflight.is_empty() && (!current || expired) {
                 reap.push(env.key);
             }
         }
@@ -990,6 +1031,7 @@ impl Shard {
             pool.idle.retain(|&k| slot_env(slots, k).is_some());
             !pool.idle.is_empty() || !pool.busy.is_empty()
         });
+        self.provision();
     }
 
     /// Idle-time work on the shard thread: housekeeping and refilling the cgroups kept ready.
@@ -1028,6 +1070,61 @@ impl Shard {
             .shared
             .sandbox
             .prepare_cgroups(self.shared.config.prepared_cgroups);
+    }
+
+    /// Waits until an invocation completes, a front-door socket operation finishes, the mailbox
+    /// is signalled or `until` passes (spinning briefly first while invocations are in flight).
+    pub(crate) fn wait(&mut self, until: Instant) {
+        self.progress(Some(until));
+    }
+
+    /// The shard's io_uring, for the front door's sockets.
+    pub(crate) fn uring(&mut self) -> &mut Uring {
+        &mut self.uring
+    }
+
+    /// Moves the finished socket operations into `out`.
+    pub(crate) fn take_net_events(&mut self, out: &mut Vec<NetEvent>) {
+        out.append(&mut self.net_events);
+    }
+
+    /// Environments of function revision `function_id` alive on this shard.
+    pub fn live_environments(&self, function_id: u64) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.env.as_ref())
+            .filter(|e| e.state == State::Live && e.function.id() == function_id)
+            .count()
+    }
+
+    /// Starts environments for versions with provisioned concurrency until this shard holds
+    /// its share, a few per pass so that the refill stays off the invoke path's back.
+    fn provision(&mut self) {
+        const PER_PASS: usize = 4;
+        let shards = self.shared.config.shards.max(1);
+        let mut started = 0;
+        for function in self.shared.registry.provisioned() {
+            let target = function.provisioned() as usize;
+            let share = target / shards + usize::from(self.index < target % shards);
+            let live = self.live_environments(function.id());
+            for _ in live..share {
+                if started == PER_PASS {
+                    return;
+                }
+                match self.start_env(&function) {
+                    Ok(key) => {
+                        if let Some(pool) = self.pools.get_mut(&function.id()) {
+                            pool.idle.push(key);
+                        }
+                        started += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = function.name(), version = function.version(), error = %e, "could not start a provisioned environment");
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the mailbox was signalled since the last call.

@@ -1,7 +1,7 @@
 //! The shard's io_uring: one place where a shard sleeps until *anything* it waits for happens —
 //! a response doorbell (`IORING_OP_FUTEX_WAIT` on the futex word in an environment's channel,
 //! kernel 6.7+), an environment's exit (poll on its pidfd), work in its mailbox (poll on an
-//! eventfd) — or a timeout. The HTTP front door will add its sockets to the same ring.
+//! eventfd), a socket of the HTTP front door (accept, receive, send) — or a timeout.
 //!
 //! Each request carries `kind | slot | generation` as its user data; a completion for an
 //! environment slot that has since been reused has a stale generation and is ignored.
@@ -30,12 +30,39 @@ pub(crate) enum Event {
     Exit(Key),
     /// The mailbox eventfd became readable.
     Mailbox,
+    /// A socket operation of the front door finished. `key` names the connection (or, for
+    /// accepts, the listener in `slot`); `result` is the syscall's result (negative errno);
+    /// `more` says whether a multishot request stays armed.
+    Net {
+        /// Which operation.
+        op: NetOp,
+        /// Connection or listener.
+        key: Key,
+        /// Result.
+        result: i32,
+        /// Multishot request still armed.
+        more: bool,
+    },
+}
+
+/// A front-door socket operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetOp {
+    /// A connection accepted (`result` is its fd).
+    Accept,
+    /// Bytes received (`result` is the count; 0 at end of stream).
+    Recv,
+    /// Bytes sent.
+    Send,
 }
 
 const KIND_DOORBELL: u64 = 1;
 const KIND_EXIT: u64 = 2;
 const KIND_MAILBOX: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+const KIND_ACCEPT: u64 = 5;
+const KIND_RECV: u64 = 6;
+const KIND_SEND: u64 = 7;
 
 fn user_data(kind: u64, key: Key) -> u64 {
     kind << 56 | u64::from(key.slot & 0x00ff_ffff) << 32 | u64::from(key.generation)
@@ -157,6 +184,58 @@ impl Uring {
         self.push(&entry);
     }
 
+    /// Accepts connections on `listener` until cancelled (multishot); completions carry
+    /// `index` as the key's slot.
+    pub(crate) fn arm_accept(&mut self, index: u32, listener: BorrowedFd<'_>) {
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            .build()
+            .user_data(user_data(
+                KIND_ACCEPT,
+                Key {
+                    slot: index,
+                    generation: 0,
+                },
+            ));
+        self.push(&entry);
+    }
+
+    /// Receives into `len` bytes at `buf`.
+    ///
+    /// # Safety
+    /// `buf..buf+len` must stay valid and untouched until the completion is reaped, and `fd`
+    /// open until then.
+    pub(crate) unsafe fn arm_recv(&mut self, key: Key, fd: BorrowedFd<'_>, buf: *mut u8, len: u32) {
+        let entry = opcode::Recv::new(types::Fd(fd.as_raw_fd()), buf, len)
+            .build()
+            .user_data(user_data(KIND_RECV, key));
+        self.push(&entry);
+    }
+
+    /// Sends `len` bytes at `buf`.
+    ///
+    /// # Safety
+    /// `buf..buf+len` must stay valid and unchanged until the completion is reaped, and `fd`
+    /// open until then.
+    pub(crate) unsafe fn arm_send(
+        &mut self,
+        key: Key,
+        fd: BorrowedFd<'_>,
+        buf: *const u8,
+        len: u32,
+    ) {
+        let entry = opcode::Send::new(types::Fd(fd.as_raw_fd()), buf, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(KIND_SEND, key));
+        self.push(&entry);
+    }
+
+    /// Whether completions are waiting to be read (no syscall).
+    pub(crate) fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
     /// Cancels a pending doorbell wait (before its environment is discarded).
     pub(crate) fn cancel_doorbell(&mut self, key: Key) {
         let entry = opcode::AsyncCancel::new(user_data(KIND_DOORBELL, key))
@@ -211,6 +290,16 @@ impl Uring {
                 KIND_DOORBELL => events.push(Event::Doorbell(key)),
                 KIND_EXIT => events.push(Event::Exit(key)),
                 KIND_MAILBOX => events.push(Event::Mailbox),
+                KIND_ACCEPT | KIND_RECV | KIND_SEND => events.push(Event::Net {
+                    op: match kind {
+                        KIND_ACCEPT => NetOp::Accept,
+                        KIND_RECV => NetOp::Recv,
+                        _ => NetOp::Send,
+                    },
+                    key,
+                    result: cqe.result(),
+                    more: io_uring::cqueue::more(cqe.flags()),
+                }),
                 _ => {}
             }
         }

@@ -17,6 +17,7 @@
 //! | `leave`   | ignored             | answers `bye`, then exits                                 |
 //! | `remaining` | milliseconds or "" | sleeps that long, answers the milliseconds left before its deadline |
 //! | `probe`   | ignored             | answers a JSON report of what the sandbox allows          |
+//! | `env`     | ignored             | answers its environment variables as a JSON object        |
 #![allow(clippy::exit)] // `exit` and `crash` end the process on purpose
 
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -88,6 +89,12 @@ fn main() {
         "error" => Err(FnError::new("SampleError", String::from_utf8_lossy(event))),
         "big" => Ok(vec![b'x'; usize::try_from(number(event)?).unwrap_or(0)]),
         "probe" => Ok(probe::report().into_bytes()),
+        "env" => {
+            let vars: serde_json::Map<String, serde_json::Value> = std::env::vars()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            Ok(serde_json::Value::Object(vars).to_string().into_bytes())
+        }
         other => Err(FnError::new(
             "Runtime.HandlerNotFound",
             format!("no sample handler named {other}"),

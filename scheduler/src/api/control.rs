@@ -1,0 +1,1351 @@
+//! The control plane: one thread that owns the state database and the code store, serves every
+//! Lambda operation but Invoke, and publishes each change to the engine's registry (the
+//! lock-free snapshot the invoke path reads) only after it is committed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{json, Map, Value};
+
+use crate::api::model::{
+    revision_id, timestamp, AliasRecord, FunctionRecord, Provisioned, VersionConfig,
+};
+use crate::api::{ApiError, FunctionRef, Identity};
+use crate::code::{CodeLimits, CodeStore};
+use crate::engine::{Engine, Waker};
+use crate::http::{query_pairs, Response};
+use crate::store::Store;
+use crate::{FunctionConfig, LATEST};
+
+/// Runtimes whose functions run `/var/task/bootstrap` (Lambda's OS-only runtimes).
+pub const SUPPORTED_RUNTIMES: [&str; 3] = ["provided", "provided.al2", "provided.al2023"];
+
+/// A request handed over by a shard.
+#[derive(Debug)]
+pub(crate) struct ControlRequest {
+    pub shard: usize,
+    pub tag: u64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
+    pub request_id: String,
+}
+
+/// The answer, sent back to the shard.
+#[derive(Debug)]
+pub(crate) struct ControlReply {
+    pub tag: u64,
+    pub request_id: String,
+    pub response: Response,
+}
+
+/// Where replies go: one channel and waker per shard.
+#[derive(Debug)]
+pub(crate) struct ReplyTo {
+    pub replies: Vec<Sender<ControlReply>>,
+    pub wakers: Vec<Waker>,
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// The control plane's state.
+pub(crate) struct Control {
+    identity: Identity,
+    store: Store,
+    code: CodeStore,
+    limits: CodeLimits,
+    functions: BTreeMap<String, FunctionRecord>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("functions", &self.functions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "state change failed");
+    ApiError::service(format!("could not save the change: {e}"))
+}
+
+fn json_body(body: &[u8]) -> Result<Map<String, Value>> {
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(
+            400,
+            "InvalidRequestContentException",
+            "Could not parse request body into json: the body is not valid UTF-8",
+        )
+    })?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(
+            400,
+            "InvalidRequestContentException",
+            "Could not parse request body into json: expected a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            400,
+            "InvalidRequestContentException",
+            format!("Could not parse request body into json: {e}"),
+        )),
+    }
+}
+
+/// Typed field access with Lambda's validation errors.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid(format!("'{key}' must be a string"))),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<String> {
+        self.string(key)?.ok_or_else(|| {
+            ApiError::invalid(format!(
+                "1 validation error detected: Value null at '{key}' failed to satisfy constraint: Member must not be null"
+            ))
+        })
+    }
+
+    fn u32(&self, key: &str) -> Result<Option<u32>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("'{key}' must be a non-negative integer"))
+                }),
+            Some(_) => Err(ApiError::invalid(format!("'{key}' must be an integer"))),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<bool> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ApiError::invalid(format!("'{key}' must be a boolean"))),
+        }
+    }
+
+    fn object(&self, key: &str) -> Result<Option<&Map<String, Value>>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(_) => Err(ApiError::invalid(format!("'{key}' must be an object"))),
+        }
+    }
+
+    fn string_map(&self, key: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let Some(map) = self.object(key)? else {
+            return Ok(None);
+        };
+        map.iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ApiError::invalid(format!(
+                    "values of '{key}' must be strings"
+                ))),
+            })
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+}
+
+/// Variables a function may not set (Lambda's reserved keys).
+const RESERVED_VARIABLES: [&str; 16] = [
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+];
+
+fn check_environment(env: &BTreeMap<String, String>) -> Result<()> {
+    let reserved: Vec<&str> = env
+        .keys()
+        .map(String::as_str)
+        .filter(|k| RESERVED_VARIABLES.contains(k) || *k == "LAMBDA_RUNTIME_DIR")
+        .collect();
+    if !reserved.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
+            reserved.join(", ")
+        )));
+    }
+    for key in env.keys() {
+        let mut bytes = key.bytes();
+        let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(ApiError::invalid(format!(
+                "1 validation error detected: Value at 'environment.variables' failed to satisfy constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+] (key '{key}')"
+            )));
+        }
+    }
+    let size: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 4096 {
+        return Err(ApiError::invalid(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {size} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_role(role: &str) -> Result<()> {
+    let ok = role
+        .strip_prefix("arn:")
+        .and_then(|r| r.split_once(":iam::"))
+        .and_then(|(_, r)| r.split_once(":role/"))
+        .is_some_and(|(account, name)| {
+            account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "1 validation error detected: Value '{role}' at 'role' failed to satisfy constraint: Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{{12}}:role/?[a-zA-Z_0-9+=,.@\\-_/]+"
+        )))
+    }
+}
+
+fn check_runtime(runtime: &str) -> Result<()> {
+    if SUPPORTED_RUNTIMES.contains(&runtime) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "The runtime parameter of {runtime} is not supported by this hearth build; supported runtimes: {}",
+            SUPPORTED_RUNTIMES.join(", ")
+        )))
+    }
+}
+
+fn precondition(expected: Option<String>, actual: &str) -> Result<()> {
+    match expected {
+        Some(e) if e != actual => Err(ApiError::new(
+            412,
+            "PreconditionFailedException",
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Marker/MaxItems pagination over `items` (already in order), keyed by `key`.
+fn paginate<T>(
+    items: Vec<T>,
+    query: &[(String, String)],
+    key: impl Fn(&T) -> String,
+) -> Result<(Vec<T>, Option<String>)> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let max = match param("MaxItems") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| ApiError::invalid("MaxItems must be between 1 and 10000"))?,
+        None => 50,
+    };
+    let mut items = items.into_iter().peekable();
+    if let Some(marker) = param("Marker") {
+        while items.peek().is_some_and(|i| key(i) <= marker) {
+            items.next();
+        }
+    }
+    let page: Vec<T> = items.by_ref().take(max).collect();
+    let next = match (items.peek(), page.last()) {
+        (Some(_), Some(last)) => Some(key(last)),
+        _ => None,
+    };
+    Ok((page, next))
+}
+
+impl Control {
+    /// Opens the state under `data_dir` and installs every stored function into `engine`.
+    pub(crate) fn open(
+        data_dir: &std::path::Path,
+        identity: Identity,
+        engine: &Engine,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let store = Store::open(&data_dir.join("state.db"))?;
+        let code = CodeStore::open(data_dir.join("code"))?;
+        let mut control = Self {
+            identity,
+            store,
+            code,
+            limits: CodeLimits::default(),
+            functions: BTreeMap::new(),
+        };
+        for record in control.store.load()? {
+            let name = record.name.clone();
+            if let Err(e) = control.install(engine, &record) {
+                tracing::error!(function = %name, error = %e.message, "stored function could not be loaded");
+            }
+            control.functions.insert(name, record);
+        }
+        let keep = control.referenced_code();
+        let _ = control.code.retain(&keep);
+        Ok(control)
+    }
+
+    fn referenced_code(&self) -> HashSet<String> {
+        self.functions
+            .values()
+            .flat_map(FunctionRecord::code_addresses)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn collect_garbage(&self) {
+        if let Err(e) = self.code.retain(&self.referenced_code()) {
+            tracing::warn!(error = %e, "could not remove unused code");
+        }
+    }
+
+    /// The engine's configuration of one version.
+    fn engine_config(&self, name: &str, config: &VersionConfig) -> Result<FunctionConfig> {
+        let code = self.code.get(&config.code_sha256_hex).ok_or_else(|| {
+            ApiError::service(format!("the code of {name} is missing from the code store"))
+        })?;
+        let mut engine = FunctionConfig::new(name, code.dir, config.handler.clone());
+        engine.memory_mb = config.memory_size;
+        engine.timeout = Duration::from_secs(u64::from(config.timeout));
+        engine.environment = config
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        engine.ephemeral_storage_mb = config.ephemeral_storage;
+        Ok(engine)
+    }
+
+    /// Puts a stored function into the engine's registry (at start).
+    fn install(&self, engine: &Engine, record: &FunctionRecord) -> Result<()> {
+        engine.create_function(self.engine_config(&record.name, &record.latest)?)?;
+        for (n, config) in &record.versions {
+            engine.put_version(self.engine_config(&record.name, config)?, &n.to_string())?;
+        }
+        self.install_aliases(engine, record)?;
+        if let Some(n) = record.reserved {
+            engine.put_function_concurrency(&record.name, n)?;
+        }
+        self.install_provisioned(engine, record)?;
+        Ok(())
+    }
+
+    fn install_aliases(&self, engine: &Engine, record: &FunctionRecord) -> Result<()> {
+        for alias in record.aliases.values() {
+            let secondary = alias.additional.iter().next().map(|(v, w)| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let weight = (w.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
+                (v.as_str(), weight)
+            });
+            engine.put_alias(
+                &record.name,
+                &alias.name,
+                &alias.function_version,
+                secondary,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sets each version's provisioned target to the sum over the configurations naming it.
+    fn install_provisioned(&self, engine: &Engine, record: &FunctionRecord) -> Result<()> {
+        let mut totals: BTreeMap<String, u32> =
+            record.versions.keys().map(|n| (n.to_string(), 0)).collect();
+        for (qualifier, p) in &record.provisioned {
+            if let Some(version) = record.version_of(qualifier) {
+                let total = totals.entry(version).or_default();
+                *total = total.saturating_add(p.requested);
+            }
+        }
+        for (version, total) in totals {
+            engine.set_provisioned(&record.name, &version, total)?;
+        }
+        Ok(())
+    }
+
+    /// Serves requests until `stop` fires.
+    pub(crate) fn run(
+        &mut self,
+        engine: &Engine,
+        requests: &Receiver<ControlRequest>,
+        stop: &Receiver<()>,
+        reply_to: &ReplyTo,
+    ) {
+        loop {
+            crossbeam_channel::select! {
+                recv(requests) -> request => {
+                    let Ok(request) = request else { return };
+                    let response = self.handle(engine, &request).unwrap_or_else(|e| e.response());
+                    if let Some(tx) = reply_to.replies.get(request.shard) {
+                        let _ = tx.send(ControlReply { tag: request.tag, request_id: request.request_id, response });
+                    }
+                    if let Some(waker) = reply_to.wakers.get(request.shard) {
+                        waker.wake();
+                    }
+                }
+                recv(stop) -> _ => return,
+            }
+        }
+    }
+
+    fn handle(&mut self, engine: &Engine, request: &ControlRequest) -> Result<Response> {
+        let query: Vec<(String, String)> = query_pairs(&request.query).collect();
+        let segments: Vec<&str> = request
+            .path
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .split('/')
+            .collect();
+        let body = &request.body;
+        let method = request.method.as_str();
+        match (method, segments.as_slice()) {
+            ("GET", ["2015-03-31", "functions"]) => self.list_functions(&query),
+            ("POST", ["2015-03-31", "functions"]) => self.create_function(engine, body),
+            ("GET", ["2015-03-31", "functions", f]) => self.get_function(f, &query, true),
+            ("DELETE", ["2015-03-31", "functions", f]) => self.delete_function(engine, f, &query),
+            ("GET", ["2015-03-31", "functions", f, "configuration"]) => {
+                self.get_function(f, &query, false)
+            }
+            ("PUT", ["2015-03-31", "functions", f, "configuration"]) => {
+                self.update_configuration(engine, f, body)
+            }
+            ("PUT", ["2015-03-31", "functions", f, "code"]) => self.update_code(engine, f, body),
+            ("GET", ["2015-03-31", "functions", f, "versions"]) => self.list_versions(f, &query),
+            ("POST", ["2015-03-31", "functions", f, "versions"]) => {
+                self.publish_version(engine, f, body)
+            }
+            ("GET", ["2015-03-31", "functions", f, "aliases"]) => self.list_aliases(f, &query),
+            ("POST", ["2015-03-31", "functions", f, "aliases"]) => {
+                self.put_alias(engine, f, None, body)
+            }
+            ("GET", ["2015-03-31", "functions", f, "aliases", a]) => self.get_alias(f, a),
+            ("PUT", ["2015-03-31", "functions", f, "aliases", a]) => {
+                self.put_alias(engine, f, Some(a), body)
+            }
+            ("DELETE", ["2015-03-31", "functions", f, "aliases", a]) => {
+                self.delete_alias(engine, f, a)
+            }
+            ("PUT", ["2017-10-31", "functions", f, "concurrency"]) => {
+                self.put_concurrency(engine, f, body)
+            }
+            ("DELETE", ["2017-10-31", "functions", f, "concurrency"]) => {
+                self.delete_concurrency(engine, f)
+            }
+            ("GET", ["2019-09-30", "functions", f, "concurrency"]) => self.get_concurrency(f),
+            (_, ["2019-09-30", "functions", f, "provisioned-concurrency"]) => {
+                self.provisioned(engine, method, f, &query, body)
+            }
+            ("GET", ["2016-08-19", "account-settings"]) => Ok(self.account_settings(engine)),
+            (_, ["2017-03-31", "tags", arn]) => self.tags(method, arn, &query, body),
+            _ => Err(ApiError::new(
+                404,
+                "UnknownOperationException",
+                format!("Unknown operation: {method} {}", request.path),
+            )),
+        }
+    }
+
+    // ----- lookups --------------------------------------------------------------------------
+
+    fn function_ref(&self, raw: &str, query: &[(String, String)]) -> Result<FunctionRef> {
+        let qualifier = query
+            .iter()
+            .find(|(k, _)| k == "Qualifier")
+            .map(|(_, v)| v.clone());
+        FunctionRef::parse(raw, &self.identity)?.with_query_qualifier(qualifier)
+    }
+
+    fn record(&self, name: &str) -> Result<&FunctionRecord> {
+        self.functions.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Function not found: {}",
+                self.identity.function_arn(name, None)
+            ))
+        })
+    }
+
+    fn record_mut(&mut self, name: &str) -> Result<&mut FunctionRecord> {
+        let arn = self.identity.function_arn(name, None);
+        self.functions
+            .get_mut(name)
+            .ok_or_else(|| ApiError::not_found(format!("Function not found: {arn}")))
+    }
+
+    fn config_json(&self, record: &FunctionRecord, qualifier: Option<&str>) -> Result<Value> {
+        let config = record.config(qualifier).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Function not found: {}",
+                self.identity.function_arn(&record.name, qualifier)
+            ))
+        })?;
+        let qualified = qualifier.is_some_and(|q| q != LATEST);
+        Ok(config.to_json(&record.name, &self.identity, qualified))
+    }
+
+    // ----- functions ------------------------------------------------------------------------
+
+    fn create_function(&mut self, engine: &Engine, body: &[u8]) -> Result<Response> {
+        let body = json_body(body)?;
+        let fields = Fields(&body);
+        let name = fields.required("FunctionName")?;
+        let name = FunctionRef::parse_decoded(&name, &self.identity)?;
+        if name.qualifier.is_some() {
+            return Err(ApiError::invalid("FunctionName must not carry a qualifier"));
+        }
+        let name = name.name;
+        if let Some(package) = fields.string("PackageType")? {
+            if package != "Zip" {
+                return Err(ApiError::invalid(format!(
+                    "PackageType {package} is not supported by hearth; use Zip"
+                )));
+            }
+        }
+        let runtime = fields.required("Runtime")?;
+        check_runtime(&runtime)?;
+        let role = fields.required("Role")?;
+        check_role(&role)?;
+        if let Some(architectures) = body.get("Architectures") {
+            if architectures != &json!(["x86_64"]) {
+                return Err(ApiError::invalid("this machine runs x86_64 functions only"));
+            }
+        }
+        let environment = Self::environment(&fields)?.unwrap_or_default();
+        check_environment(&environment)?;
+        let code = fields
+            .object("Code")?
+            .ok_or_else(|| ApiError::invalid("1 validation error detected: Value null at 'code' failed to satisfy constraint: Member must not be null"))?;
+        let stored = self.store_code(code)?;
+        let tags = fields.string_map("Tags")?.unwrap_or_default();
+        let config = VersionConfig {
+            version: LATEST.into(),
+            runtime,
+            handler: fields.string("Handler")?.unwrap_or_default(),
+            role,
+            description: fields.string("Description")?.unwrap_or_default(),
+            memory_size: fields.u32("MemorySize")?.unwrap_or(128),
+            timeout: fields.u32("Timeout")?.unwrap_or(3),
+            environment,
+            ephemeral_storage: Self::ephemeral(&fields)?.unwrap_or(512),
+            code_sha256_hex: stored.sha256_hex,
+            code_sha256: stored.sha256_base64,
+            code_size: stored.size,
+            last_modified: timestamp(SystemTime::now()),
+            revision_id: revision_id(),
+        };
+        let engine_config = self.engine_config(&name, &config)?;
+        engine_config.validate()?;
+        if self.functions.contains_key(&name) {
+            return Err(ApiError::conflict(format!(
+                "Function already exist: {name}"
+            )));
+        }
+        let mut record = FunctionRecord {
+            name: name.clone(),
+            latest: config,
+            versions: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            tags,
+            reserved: None,
+            provisioned: BTreeMap::new(),
+            next_version: 1,
+        };
+        let published = fields
+            .bool("Publish")?
+            .then(|| Self::new_version(&mut record));
+        self.store.put(&record, published).map_err(store_error)?;
+        engine.create_function(engine_config.clone())?;
+        if let Some(n) = published {
+            engine.put_version(engine_config, &n.to_string())?;
+        }
+        let qualifier = published.map(|n| n.to_string());
+        let response = self.config_json(&record, qualifier.as_deref())?;
+        self.functions.insert(name, record);
+        Ok(Response::json(201, &response))
+    }
+
+    fn environment(fields: &Fields<'_>) -> Result<Option<BTreeMap<String, String>>> {
+        match fields.object("Environment")? {
+            None => Ok(None),
+            Some(env) => Ok(Some(
+                Fields(env).string_map("Variables")?.unwrap_or_default(),
+            )),
+        }
+    }
+
+    fn ephemeral(fields: &Fields<'_>) -> Result<Option<u32>> {
+        match fields.object("EphemeralStorage")? {
+            None => Ok(None),
+            Some(e) => Fields(e).u32("Size"),
+        }
+    }
+
+    fn store_code(&self, code: &Map<String, Value>) -> Result<crate::code::StoredCode> {
+        if code.contains_key("S3Bucket") || code.contains_key("ImageUri") {
+            return Err(ApiError::invalid(
+                "hearth accepts code as Code.ZipFile only (no S3 locations or images)",
+            ));
+        }
+        let zip = Fields(code).string("ZipFile")?.ok_or_else(|| {
+            ApiError::invalid("Please provide a source for function code (Code.ZipFile).")
+        })?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(zip.as_bytes())
+            .map_err(|_| ApiError::invalid("Code.ZipFile must be base64-encoded"))?;
+        self.code
+            .put_zip(&bytes, &self.limits)
+            .map_err(|e| ApiError::new(e.status(), e.error_type(), e.to_string()))
+    }
+
+    fn get_function(&self, raw: &str, query: &[(String, String)], full: bool) -> Result<Response> {
+        let function = self.function_ref(raw, query)?;
+        let record = self.record(&function.name)?;
+        let configuration = self.config_json(record, function.qualifier.as_deref())?;
+        if !full {
+            return Ok(Response::json(200, &configuration));
+        }
+        let config = record
+            .config(function.qualifier.as_deref())
+            .unwrap_or(&record.latest);
+        let location = self
+            .code
+            .zip_path(&config.code_sha256_hex)
+            .map(|p| format!("file://{}", p.display()))
+            .unwrap_or_default();
+        let mut response = json!({
+            "Configuration": configuration,
+            "Code": {"RepositoryType": "S3", "Location": location},
+        });
+        if !record.tags.is_empty() {
+            response["Tags"] = json!(record.tags);
+        }
+        if let Some(n) = record.reserved {
+            response["Concurrency"] = json!({"ReservedConcurrentExecutions": n});
+        }
+        Ok(Response::json(200, &response))
+    }
+
+    fn delete_function(
+        &mut self,
+        engine: &Engine,
+        raw: &str,
+        query: &[(String, String)],
+    ) -> Result<Response> {
+        let function = self.function_ref(raw, query)?;
+        let record = self.record(&function.name)?;
+        match function.qualifier.as_deref() {
+            None => {
+                self.store
+                    .delete_function(&function.name)
+                    .map_err(store_error)?;
+                self.functions.remove(&function.name);
+                engine.delete_function(&function.name)?;
+                self.collect_garbage();
+            }
+            Some(LATEST) => {
+                return Err(ApiError::invalid(
+                    "$LATEST version cannot be deleted without deleting the function.",
+                ))
+            }
+            Some(q) => {
+                let n: u64 = q.parse().map_err(|_| {
+                    ApiError::invalid(
+                        "Deletion of aliases is not supported by DeleteFunction; use DeleteAlias.",
+                    )
+                })?;
+                if !record.versions.contains_key(&n) {
+                    return Err(ApiError::not_found(format!(
+                        "Function not found: {}",
+                        self.identity.function_arn(&function.name, Some(q))
+                    )));
+                }
+                let users: Vec<&str> = record
+                    .aliases
+                    .values()
+                    .filter(|a| a.function_version == q || a.additional.contains_key(q))
+                    .map(|a| a.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(ApiError::conflict(format!(
+                        "Unable to delete version because the following aliases reference it: [{}]",
+                        users.join(", ")
+                    )));
+                }
+                let mut record = record.clone();
+                record.versions.remove(&n);
+                record.provisioned.remove(q);
+                self.store.delete_version(&record, n).map_err(store_error)?;
+                engine.delete_version(&function.name, q)?;
+                self.functions.insert(function.name, record);
+                self.collect_garbage();
+            }
+        }
+        Ok(Response::empty(204))
+    }
+
+    fn list_functions(&self, query: &[(String, String)]) -> Result<Response> {
+        let all: Vec<&FunctionRecord> = self.functions.values().collect();
+        let (page, next) = paginate(all, query, |r| r.name.clone())?;
+        let functions: Vec<Value> = page
+            .iter()
+            .map(|r| r.latest.to_json(&r.name, &self.identity, false))
+            .collect();
+        let mut response = json!({ "Functions": functions });
+        if let Some(next) = next {
+            response["NextMarker"] = next.into();
+        }
+        Ok(Response::json(200, &response))
+    }
+
+    /// Publishes a change to `$LATEST`: store, then engine.
+    fn commit_latest(
+        &mut self,
+        engine: &Engine,
+        name: &str,
+        latest: VersionConfig,
+        publish: bool,
+    ) -> Result<Response> {
+        let engine_config = self.engine_config(name, &latest)?;
+        engine_config.validate()?;
+        let mut record = self.record(name)?.clone();
+        record.latest = latest;
+        let published = publish.then(|| Self::new_version(&mut record));
+        self.store.put(&record, published).map_err(store_error)?;
+        engine.update_function(engine_config.clone())?;
+        if let Some(n) = published {
+            engine.put_version(engine_config, &n.to_string())?;
+        }
+        let qualifier = published.map(|n| n.to_string());
+        let response = self.config_json(&record, qualifier.as_deref())?;
+        self.functions.insert(name.to_owned(), record);
+        self.collect_garbage();
+        Ok(Response::json(200, &response))
+    }
+
+    fn update_code(&mut self, engine: &Engine, raw: &str, body: &[u8]) -> Result<Response> {
+        let body = json_body(body)?;
+        let fields = Fields(&body);
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record(&function.name)?;
+        precondition(fields.string("RevisionId")?, &record.latest.revision_id)?;
+        let stored = self.store_code(&body)?;
+        if fields.bool("DryRun")? {
+            return Ok(Response::json(
+                200,
+                &record.latest.to_json(&record.name, &self.identity, false),
+            ));
+        }
+        let mut latest = record.latest.clone();
+        latest.code_sha256_hex = stored.sha256_hex;
+        latest.code_sha256 = stored.sha256_base64;
+        latest.code_size = stored.size;
+        latest.last_modified = timestamp(SystemTime::now());
+        latest.revision_id = revision_id();
+        let publish = fields.bool("Publish")?;
+        self.commit_latest(engine, &function.name, latest, publish)
+    }
+
+    fn update_configuration(
+        &mut self,
+        engine: &Engine,
+        raw: &str,
+        body: &[u8],
+    ) -> Result<Response> {
+        let body = json_body(body)?;
+        let fields = Fields(&body);
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record(&function.name)?;
+        precondition(fields.string("RevisionId")?, &record.latest.revision_id)?;
+        let mut latest = record.latest.clone();
+        if let Some(runtime) = fields.string("Runtime")? {
+            check_runtime(&runtime)?;
+            latest.runtime = runtime;
+        }
+        if let Some(role) = fields.string("Role")? {
+            check_role(&role)?;
+            latest.role = role;
+        }
+        if let Some(handler) = fields.string("Handler")? {
+            latest.handler = handler;
+        }
+        if let Some(description) = fields.string("Description")? {
+            latest.description = description;
+        }
+        if let Some(memory) = fields.u32("MemorySize")? {
+            latest.memory_size = memory;
+        }
+        if let Some(timeout) = fields.u32("Timeout")? {
+            latest.timeout = timeout;
+        }
+        if let Some(env) = Self::environment(&fields)? {
+            check_environment(&env)?;
+            latest.environment = env;
+        }
+        if let Some(size) = Self::ephemeral(&fields)? {
+            latest.ephemeral_storage = size;
+        }
+        latest.last_modified = timestamp(SystemTime::now());
+        latest.revision_id = revision_id();
+        self.commit_latest(engine, &function.name, latest, false)
+    }
+
+    // ----- versions -------------------------------------------------------------------------
+
+    /// Adds the next version, a copy of `$LATEST`; returns its number.
+    fn new_version(record: &mut FunctionRecord) -> u64 {
+        let n = record.next_version;
+        record.next_version += 1;
+        let mut config = record.latest.clone();
+        config.version = n.to_string();
+        config.revision_id = revision_id();
+        record.versions.insert(n, config);
+        n
+    }
+
+    fn publish_version(&mut self, engine: &Engine, raw: &str, body: &[u8]) -> Result<Response> {
+        let body = json_body(body)?;
+        let fields = Fields(&body);
+        let function = self.function_ref(raw, &[])?;
+        let mut record = self.record(&function.name)?.clone();
+        precondition(fields.string("RevisionId")?, &record.latest.revision_id)?;
+        if let Some(sha) = fields.string("CodeSha256")? {
+            if sha != record.latest.code_sha256 {
+                return Err(ApiError::invalid(format!(
+                    "CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the CodeSHA256 in $LATEST.",
+                    record.latest.code_sha256
+                )));
+            }
+        }
+        // Publishing an unchanged function returns the version that already holds it.
+        if let Some((n, _)) = record
+            .versions
+            .iter()
+            .next_back()
+            .filter(|(_, v)| v.same_function(&record.latest))
+        {
+            let response = self.config_json(&record, Some(&n.to_string()))?;
+            return Ok(Response::json(201, &response));
+        }
+        let n = Self::new_version(&mut record);
+        if let Some(description) = fields.string("Description")? {
+            if let Some(v) = record.versions.get_mut(&n) {
+                v.description = description;
+            }
+        }
+        let engine_config = self.engine_config(&record.name, &record.latest)?;
+        self.store.put(&record, Some(n)).map_err(store_error)?;
+        engine.put_version(engine_config, &n.to_string())?;
+        let response = self.config_json(&record, Some(&n.to_string()))?;
+        self.functions.insert(record.name.clone(), record);
+        Ok(Response::json(201, &response))
+    }
+
+    fn list_versions(&self, raw: &str, query: &[(String, String)]) -> Result<Response> {
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record(&function.name)?;
+        // Ordered as Lambda lists them: $LATEST, then 1, 2, ...; markers are positions.
+        let all: Vec<(usize, &VersionConfig)> = std::iter::once(&record.latest)
+            .chain(record.versions.values())
+            .enumerate()
+            .collect();
+        let (page, next) = paginate(all, query, |(i, _)| format!("{i:010}"))?;
+        let versions: Vec<Value> = page
+            .iter()
+            .map(|(_, v)| v.to_json(&record.name, &self.identity, true))
+            .collect();
+        let mut response = json!({ "Versions": versions });
+        if let Some(next) = next {
+            response["NextMarker"] = next.into();
+        }
+        Ok(Response::json(200, &response))
+    }
+
+    // ----- aliases --------------------------------------------------------------------------
+
+    fn alias_not_found(&self, function: &str, alias: &str) -> ApiError {
+        ApiError::not_found(format!(
+            "Alias not found: {}",
+            self.identity.function_arn(function, Some(alias))
+        ))
+    }
+
+    fn get_alias(&self, raw: &str, alias: &str) -> Result<Response> {
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record(&function.name)?;
+        let alias = record
+            .aliases
+            .get(alias)
+            .ok_or_else(|| self.alias_not_found(&record.name, alias))?;
+        Ok(Response::json(
+            200,
+            &alias.to_json(&record.name, &self.identity),
+        ))
+    }
+
+    /// CreateAlias (`existing` is `None`) or UpdateAlias.
+    fn put_alias(
+        &mut self,
+        engine: &Engine,
+        raw: &str,
+        existing: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response> {
+        let body = json_body(body)?;
+        let fields = Fields(&body);
+        let function = self.function_ref(raw, &[])?;
+        let mut record = self.record(&function.name)?.clone();
+        let mut alias = match existing {
+            Some(name) => {
+                let alias = record
+                    .aliases
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| self.alias_not_found(&record.name, name))?;
+                precondition(fields.string("RevisionId")?, &alias.revision_id)?;
+                alias
+            }
+            None => {
+                let name = fields.required("Name")?;
+                let valid = !name.is_empty()
+                    && name.len() <= 128
+                    && !name.bytes().all(|b| b.is_ascii_digit())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(ApiError::invalid(format!(
+                        "1 validation error detected: Value '{name}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)"
+                    )));
+                }
+                if record.aliases.contains_key(&name) {
+                    return Err(ApiError::conflict(format!(
+                        "Alias already exists: {}",
+                        self.identity.function_arn(&record.name, Some(&name))
+                    )));
+                }
+                AliasRecord {
+                    function_version: fields.required("FunctionVersion")?,
+                    name,
+                    description: String::new(),
+                    additional: BTreeMap::new(),
+                    revision_id: String::new(),
+                }
+            }
+        };
+        if let Some(version) = fields.string("FunctionVersion")? {
+            alias.function_version = version;
+        }
+        if let Some(description) = fields.string("Description")? {
+            alias.description = description;
+        }
+        if let Some(routing) = fields.object("RoutingConfig")? {
+            alias.additional = BTreeMap::new();
+            if let Some(weights) = Fields(routing).object("AdditionalVersionWeights")? {
+                if weights.len() > 1 {
+                    return Err(ApiError::invalid(
+                        "Number of items in AdditionalVersionWeights cannot be greater than 1",
+                    ));
+                }
+                for (version, weight) in weights {
+                    let weight = weight
+                        .as_f64()
+                        .filter(|w| (0.0..=1.0).contains(w))
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "AdditionalVersionWeights values must be between 0.0 and 1.0",
+                            )
+                        })?;
+                    alias.additional.insert(version.clone(), weight);
+                }
+            }
+        }
+        let exists = |v: &str| {
+            v == LATEST
+                || v.parse::<u64>()
+                    .is_ok_and(|n| record.versions.contains_key(&n))
+        };
+        if !exists(&alias.function_version) {
+            return Err(ApiError::not_found(format!(
+                "Function not found: {}",
+                self.identity
+                    .function_arn(&record.name, Some(&alias.function_version))
+            )));
+        }
+        for version in alias.additional.keys() {
+            if version == &alias.function_version {
+                return Err(ApiError::invalid("Invalid function version. The additional version cannot be the same as the primary version."));
+            }
+            if version == LATEST || alias.function_version == LATEST {
+                return Err(ApiError::invalid(
+                    "$LATEST is not supported for an alias pointing to more than 1 version",
+                ));
+            }
+            if !exists(version) {
+                return Err(ApiError::not_found(format!(
+                    "Function not found: {}",
+                    self.identity.function_arn(&record.name, Some(version))
+                )));
+            }
+        }
+        alias.revision_id = revision_id();
+        record.aliases.insert(alias.name.clone(), alias.clone());
+        self.store.put(&record, None).map_err(store_error)?;
+        self.install_aliases(engine, &record)?;
+        self.install_provisioned(engine, &record)?;
+        let status = if existing.is_some() { 200 } else { 201 };
+        let response = alias.to_json(&record.name, &self.identity);
+        self.functions.insert(record.name.clone(), record);
+        Ok(Response::json(status, &response))
+    }
+
+    fn delete_alias(&mut self, engine: &Engine, raw: &str, alias: &str) -> Result<Response> {
+        let function = self.function_ref(raw, &[])?;
+        let mut record = self.record(&function.name)?.clone();
+        if record.aliases.remove(alias).is_none() {
+            return Err(self.alias_not_found(&record.name, alias));
+        }
+        record.provisioned.remove(alias);
+        self.store.put(&record, None).map_err(store_error)?;
+        engine.delete_alias(&record.name, alias)?;
+        self.install_provisioned(engine, &record)?;
+        self.functions.insert(record.name.clone(), record);
+        Ok(Response::empty(204))
+    }
+
+    fn list_aliases(&self, raw: &str, query: &[(String, String)]) -> Result<Response> {
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record(&function.name)?;
+        let version = query
+            .iter()
+            .find(|(k, _)| k == "FunctionVersion")
+            .map(|(_, v)| v.as_str());
+        let all: Vec<&AliasRecord> = record
+            .aliases
+            .values()
+            .filter(|a| version.is_none_or(|v| a.function_version == v))
+            .collect();
+        let (page, next) = paginate(all, query, |a| a.name.clone())?;
+        let aliases: Vec<Value> = page
+            .iter()
+            .map(|a| a.to_json(&record.name, &self.identity))
+            .collect();
+        let mut response = json!({ "Aliases": aliases });
+        if let Some(next) = next {
+            response["NextMarker"] = next.into();
+        }
+        Ok(Response::json(200, &response))
+    }
+
+    // ----- concurrency ----------------------------------------------------------------------
+
+    fn put_concurrency(&mut self, engine: &Engine, raw: &str, body: &[u8]) -> Result<Response> {
+        let body = json_body(body)?;
+        let n = Fields(&body).u32("ReservedConcurrentExecutions")?.ok_or_else(|| {
+            ApiError::invalid("1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must not be null")
+        })?;
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record_mut(&function.name)?;
+        let previous = record.reserved;
+        engine.put_function_concurrency(&function.name, n)?;
+        record.reserved = Some(n);
+        let record = record.clone();
+        if let Err(e) = self.store.put(&record, None) {
+            // Not saved: put the engine back as it was.
+            let _ = match previous {
+                Some(p) => engine.put_function_concurrency(&function.name, p),
+                None => engine.delete_function_concurrency(&function.name),
+            };
+            if let Some(r) = self.functions.get_mut(&function.name) {
+                r.reserved = previous;
+            }
+            return Err(store_error(e));
+        }
+        Ok(Response::json(
+            200,
+            &json!({"ReservedConcurrentExecutions": n}),
+        ))
+    }
+
+    fn delete_concurrency(&mut self, engine: &Engine, raw: &str) -> Result<Response> {
+        let function = self.function_ref(raw, &[])?;
+        let mut record = self.record(&function.name)?.clone();
+        record.reserved = None;
+        self.store.put(&record, None).map_err(store_error)?;
+        engine.delete_function_concurrency(&function.name)?;
+        self.functions.insert(record.name.clone(), record);
+        Ok(Response::empty(204))
+    }
+
+    fn get_concurrency(&self, raw: &str) -> Result<Response> {
+        let function = self.function_ref(raw, &[])?;
+        let record = self.record(&function.name)?;
+        let body = match record.reserved {
+            Some(n) => json!({"ReservedConcurrentExecutions": n}),
+            None => json!({}),
+        };
+        Ok(Response::json(200, &body))
+    }
+
+    fn account_settings(&self, engine: &Engine) -> Response {
+        let (limit, unreserved) = engine.account_concurrency();
+        let total: u64 = self
+            .functions
+            .values()
+            .flat_map(|r| std::iter::once(&r.latest).chain(r.versions.values()))
+            .map(|v| v.code_size)
+            .sum();
+        Response::json(
+            200,
+            &json!({
+                "AccountLimit": {
+                    "TotalCodeSize": 80_530_636_800u64,
+                    "CodeSizeUnzipped": self.limits.max_unzipped_bytes,
+                    "CodeSizeZipped": self.limits.max_zip_bytes,
+                    "ConcurrentExecutions": limit,
+                    "UnreservedConcurrentExecutions": unreserved,
+                },
+                "AccountUsage": {
+                    "TotalCodeSize": total,
+                    "FunctionCount": self.functions.len(),
+                },
+            }),
+        )
+    }
+
+    fn provisioned(
+        &mut self,
+        engine: &Engine,
+        method: &str,
+        raw: &str,
+        query: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Response> {
+        let function = self.function_ref(raw, query)?;
+        let qualifier = function.qualifier.clone().ok_or_else(|| {
+            ApiError::invalid("1 validation error detected: Value null at 'qualifier' failed to satisfy constraint: Member must not be null")
+        })?;
+        if qualifier == LATEST {
+            return Err(ApiError::invalid(
+                "Provisioned Concurrency Configs cannot be applied to unpublished function versions.",
+            ));
+        }
+        let mut record = self.record(&function.name)?.clone();
+        let version = record.version_of(&qualifier).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Function not found: {}",
+                self.identity.function_arn(&record.name, Some(&qualifier))
+            ))
+        })?;
+        let not_found = || {
+            ApiError::new(
+                404,
+                "ProvisionedConcurrencyConfigNotFoundException",
+                "No Provisioned Concurrency Config found for this function",
+            )
+        };
+        match method {
+            "PUT" => {
+                let body = json_body(body)?;
+                let n = Fields(&body)
+                    .u32("ProvisionedConcurrentExecutions")?
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        ApiError::invalid("ProvisionedConcurrentExecutions must be at least 1")
+                    })?;
+                let (limit, _) = engine.account_concurrency();
+                if n > record.reserved.unwrap_or(limit) {
+                    return Err(ApiError::invalid(
+                        "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function",
+                    ));
+                }
+                let entry = Provisioned {
+                    requested: n,
+                    last_modified: timestamp(SystemTime::now()),
+                };
+                record.provisioned.insert(qualifier.clone(), entry.clone());
+                self.store.put(&record, None).map_err(store_error)?;
+                self.install_provisioned(engine, &record)?;
+                self.functions.insert(record.name.clone(), record);
+                Ok(Response::json(
+                    202,
+                    &json!({
+                        "RequestedProvisionedConcurrentExecutions": n,
+                        "AvailableProvisionedConcurrentExecutions": 0,
+                        "AllocatedProvisionedConcurrentExecutions": 0,
+                        "Status": "IN_PROGRESS",
+                        "LastModified": entry.last_modified,
+                    }),
+                ))
+            }
+            "GET" => {
+                let entry = record.provisioned.get(&qualifier).ok_or_else(not_found)?;
+                let id = engine
+                    .resolve(&record.name, Some(&version), 0)
+                    .map(|f| f.id());
+                let live = id.map_or(0, |id| engine.live_environments(id));
+                let available = u32::try_from(live).unwrap_or(u32::MAX).min(entry.requested);
+                let status = if available >= entry.requested {
+                    "READY"
+                } else {
+                    "IN_PROGRESS"
+                };
+                Ok(Response::json(
+                    200,
+                    &json!({
+                        "RequestedProvisionedConcurrentExecutions": entry.requested,
+                        "AvailableProvisionedConcurrentExecutions": available,
+                        "AllocatedProvisionedConcurrentExecutions": available,
+                        "Status": status,
+                        "LastModified": entry.last_modified,
+                    }),
+                ))
+            }
+            "DELETE" => {
+                record
+                    .provisioned
+                    .remove(&qualifier)
+                    .ok_or_else(not_found)?;
+                self.store.put(&record, None).map_err(store_error)?;
+                self.install_provisioned(engine, &record)?;
+                self.functions.insert(record.name.clone(), record);
+                Ok(Response::empty(204))
+            }
+            _ => Err(ApiError::new(
+                404,
+                "UnknownOperationException",
+                "Unknown operation",
+            )),
+        }
+    }
+
+    // ----- tags -----------------------------------------------------------------------------
+
+    fn tags(
+        &mut self,
+        method: &str,
+        raw_arn: &str,
+        query: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Response> {
+        let arn = crate::http::percent_decode(raw_arn).ok_or_else(|| {
+            ApiError::invalid("The resource ARN is not valid percent-encoded UTF-8")
+        })?;
+        if !arn.starts_with("arn:") {
+            return Err(ApiError::invalid(format!(
+                "1 validation error detected: Value '{arn}' at 'resource' failed to satisfy constraint: Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*):lambda:[a-z]{{2}}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{{1}}:\\d{{12}}:(function:[a-zA-Z0-9-_]+(:(\\$LATEST|[a-zA-Z0-9-_]+))?|layer:[a-zA-Z0-9-_]+)"
+            )));
+        }
+        let function = FunctionRef::parse_decoded(&arn, &self.identity)?;
+        let mut record = self.record(&function.name)?.clone();
+        match method {
+            "GET" => Ok(Response::json(200, &json!({ "Tags": record.tags }))),
+            "POST" => {
+                let body = json_body(body)?;
+                let tags = Fields(&body)
+                    .string_map("Tags")?
+                    .ok_or_else(|| ApiError::invalid("Tags must not be null"))?;
+                record.tags.extend(tags);
+                if record.tags.len() > 50 {
+                    return Err(ApiError::invalid("A function can have at most 50 tags"));
+                }
+                self.store.put(&record, None).map_err(store_error)?;
+                self.functions.insert(record.name.clone(), record);
+                Ok(Response::empty(204))
+            }
+            "DELETE" => {
+                for (_, key) in query.iter().filter(|(k, _)| k == "tagKeys") {
+                    record.tags.remove(key);
+                }
+                self.store.put(&record, None).map_err(store_error)?;
+                self.functions.insert(record.name.clone(), record);
+                Ok(Response::empty(204))
+            }
+            _ => Err(ApiError::new(
+                404,
+                "UnknownOperationException",
+                "Unknown operation",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_rules() {
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect()
+        };
+        assert!(check_environment(&env(&[("GREETING", "hi")])).is_ok());
+        assert!(check_environment(&env(&[("AWS_REGION", "x")])).is_err());
+        assert!(check_environment(&env(&[("1X", "x")])).is_err());
+        assert!(check_environment(&env(&[("BIG", &"x".repeat(4100))])).is_err());
+    }
+
+    #[test]
+    fn pagination() {
+        let items: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect()
+        };
+        let (page, next) = paginate(items.clone(), &q(&[("MaxItems", "2")]), Clone::clone).unwrap();
+        assert_eq!(page, ["f0", "f1"]);
+        assert_eq!(next.as_deref(), Some("f1"));
+        let (page, next) = paginate(
+            items.clone(),
+            &q(&[("MaxItems", "2"), ("Marker", "f3")]),
+            Clone::clone,
+        )
+        .unwrap();
+        assert_eq!(page, ["f4"]);
+        assert_eq!(next, None);
+        assert!(paginate(items, &q(&[("MaxItems", "0")]), Clone::clone).is_err());
+    }
+
+    #[test]
+    fn roles_and_runtimes() {
+        assert!(check_role("arn:aws:iam::123456789012:role/lambda").is_ok());
+        assert!(check_role("not-a-role").is_err());
+        assert!(check_runtime("provided.al2023").is_ok());
+        assert!(check_runtime("python3.12").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! Invoke, served on the shard that received the request: the response is written straight from
+//! the completion's payload into the connection's output buffer.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::api::ApiError;
+use crate::http::{push_header, write_head};
+use crate::{FunctionError, InvokeError, Outcome};
+
+/// `X-Amz-Invocation-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InvocationType {
+    /// Wait for the answer (the default).
+    RequestResponse,
+    /// Answer 202 at once; the function runs afterwards.
+    Event,
+    /// Check the function exists and the caller may invoke it; 204.
+    DryRun,
+}
+
+impl InvocationType {
+    pub(crate) fn from_header(value: Option<&[u8]>) -> Result<Self, ApiError> {
+        match value {
+            None | Some(b"RequestResponse") => Ok(Self::RequestResponse),
+            Some(b"Event") => Ok(Self::Event),
+            Some(b"DryRun") => Ok(Self::DryRun),
+            Some(other) => Err(ApiError::invalid(format!(
+                "1 validation error detected: Value '{}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+}
+
+/// The error an invocation that never reached its function gets.
+pub(crate) fn invoke_error(e: &InvokeError, arn: &str) -> ApiError {
+    match e {
+        InvokeError::NotFound(_) => ApiError::not_found(format!("Function not found: {arn}")),
+        InvokeError::Throttled(t) => ApiError {
+            status: 429,
+            error_type: "TooManyRequestsException",
+            message: "Rate Exceeded.".into(),
+            reason: Some(t.reason.as_str()),
+        },
+        InvokeError::RequestTooLarge(_) => ApiError::new(
+            413,
+            "RequestTooLargeException",
+            format!(
+                "Request must be smaller than {} bytes for the InvokeFunction operation",
+                super::MAX_SYNC_PAYLOAD
+            ),
+        ),
+        InvokeError::Service(m) => ApiError::service(m.clone()),
+    }
+}
+
+/// The log lines Lambda frames each invocation with; returned (base64) for `LogType=Tail`.
+/// Function output is not captured per invocation yet, so the tail holds these lines only.
+pub(crate) fn log_tail(
+    request_id: &str,
+    version: &str,
+    duration: Duration,
+    memory_mb: u32,
+    cold: bool,
+) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    let billed = duration.as_millis().max(1);
+    let start = if cold { "cold" } else { "warm" };
+    let text = format!(
+        "START RequestId: {request_id} Version: {version}\nEND RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tStart: {start}\t\n"
+    );
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Writes the response of a finished synchronous invocation.
+pub(crate) fn write_result(
+    out: &mut Vec<u8>,
+    close: bool,
+    version: &str,
+    outcome: &Outcome,
+    payload: &[u8],
+    log: Option<&str>,
+) {
+    let request_id = hearth_ipc::format_request_id(&outcome.request_id);
+    write_head(out, 200, payload.len(), &request_id, close);
+    push_header(out, "Content-Type", b"application/json");
+    push_header(out, "X-Amz-Executed-Version", version.as_bytes());
+    if let Some(error) = outcome.error {
+        // Lambda reports every error of a function on a custom runtime as Unhandled.
+        let _: FunctionError = error;
+        push_header(out, "X-Amz-Function-Error", b"Unhandled");
+    }
+    if let Some(log) = log {
+        push_header(out, "X-Amz-Log-Result", log.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+}

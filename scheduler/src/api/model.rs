@@ -1,0 +1,216 @@
+//! What the control plane stores about functions, and the JSON shapes Lambda answers with.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::Identity;
+
+/// The code and configuration of `$LATEST` or of one published version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct VersionConfig {
+    pub version: String,
+    pub runtime: String,
+    pub handler: String,
+    pub role: String,
+    pub description: String,
+    pub memory_size: u32,
+    pub timeout: u32,
+    pub environment: BTreeMap<String, String>,
+    pub ephemeral_storage: u32,
+    /// Hex SHA-256 of the zip: the code's address in the code store.
+    pub code_sha256_hex: String,
+    /// Base64 SHA-256 of the zip (Lambda's `CodeSha256`).
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub last_modified: String,
+    pub revision_id: String,
+}
+
+impl VersionConfig {
+    /// Whether two configurations run the same code the same way (what PublishVersion compares).
+    pub(crate) fn same_function(&self, other: &Self) -> bool {
+        self.runtime == other.runtime
+            && self.handler == other.handler
+            && self.role == other.role
+            && self.description == other.description
+            && self.memory_size == other.memory_size
+            && self.timeout == other.timeout
+            && self.environment == other.environment
+            && self.ephemeral_storage == other.ephemeral_storage
+            && self.code_sha256_hex == other.code_sha256_hex
+    }
+
+    /// Lambda's `FunctionConfiguration`.
+    pub(crate) fn to_json(&self, name: &str, identity: &Identity, qualified: bool) -> Value {
+        let qualifier = qualified.then_some(self.version.as_str());
+        let mut config = json!({
+            "FunctionName": name,
+            "FunctionArn": identity.function_arn(name, qualifier),
+            "Runtime": self.runtime,
+            "Role": self.role,
+            "Handler": self.handler,
+            "CodeSize": self.code_size,
+            "Description": self.description,
+            "Timeout": self.timeout,
+            "MemorySize": self.memory_size,
+            "LastModified": self.last_modified,
+            "CodeSha256": self.code_sha256,
+            "Version": self.version,
+            "TracingConfig": {"Mode": "PassThrough"},
+            "RevisionId": self.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": ["x86_64"],
+            "EphemeralStorage": {"Size": self.ephemeral_storage},
+            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
+        });
+        if !self.environment.is_empty() {
+            config["Environment"] = json!({ "Variables": self.environment });
+        }
+        config
+    }
+}
+
+/// An alias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AliasRecord {
+    pub name: String,
+    pub function_version: String,
+    pub description: String,
+    /// `RoutingConfig.AdditionalVersionWeights`: at most one version and its weight.
+    pub additional: BTreeMap<String, f64>,
+    pub revision_id: String,
+}
+
+impl AliasRecord {
+    /// Lambda's `AliasConfiguration`.
+    pub(crate) fn to_json(&self, function: &str, identity: &Identity) -> Value {
+        let mut alias = json!({
+            "AliasArn": identity.function_arn(function, Some(&self.name)),
+            "Name": self.name,
+            "FunctionVersion": self.function_version,
+            "Description": self.description,
+            "RevisionId": self.revision_id,
+        });
+        if !self.additional.is_empty() {
+            alias["RoutingConfig"] = json!({ "AdditionalVersionWeights": self.additional });
+        }
+        alias
+    }
+}
+
+/// A provisioned concurrency configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Provisioned {
+    pub requested: u32,
+    pub last_modified: String,
+}
+
+/// Everything stored about one function. Versions are stored in their own rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FunctionRecord {
+    pub name: String,
+    pub latest: VersionConfig,
+    #[serde(skip)]
+    pub versions: BTreeMap<u64, VersionConfig>,
+    pub aliases: BTreeMap<String, AliasRecord>,
+    pub tags: BTreeMap<String, String>,
+    pub reserved: Option<u32>,
+    /// By qualifier (version number or alias name).
+    pub provisioned: BTreeMap<String, Provisioned>,
+    /// Version numbers are never reused, even after a delete.
+    pub next_version: u64,
+}
+
+impl FunctionRecord {
+    /// `$LATEST`, a version or (resolved to its version) an alias.
+    pub(crate) fn config(&self, qualifier: Option<&str>) -> Option<&VersionConfig> {
+        match qualifier {
+            None | Some(crate::LATEST) => Some(&self.latest),
+            Some(q) => match q.parse::<u64>() {
+                Ok(n) => self.versions.get(&n),
+                Err(_) => {
+                    let alias = self.aliases.get(q)?;
+                    self.config(Some(&alias.function_version))
+                }
+            },
+        }
+    }
+
+    /// The version a qualifier names (an alias's primary version).
+    pub(crate) fn version_of(&self, qualifier: &str) -> Option<String> {
+        if self.aliases.contains_key(qualifier) {
+            return self
+                .aliases
+                .get(qualifier)
+                .map(|a| a.function_version.clone());
+        }
+        self.config(Some(qualifier)).map(|c| c.version.clone())
+    }
+
+    /// Every code address the function uses.
+    pub(crate) fn code_addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.latest)
+            .chain(self.versions.values())
+            .map(|v| v.code_sha256_hex.as_str())
+    }
+}
+
+/// Lambda's timestamp format, `2026-11-27T20:45:57.123+0000`.
+pub(crate) fn timestamp(now: SystemTime) -> String {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// A new revision id (a version 4 UUID).
+pub(crate) fn revision_id() -> String {
+    let mut rng = crate::sys::random_u64() | 1;
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&crate::sys::next_random(&mut rng).to_le_bytes());
+    id[8..].copy_from_slice(&crate::sys::next_random(&mut rng).to_le_bytes());
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    hearth_ipc::format_request_id(&id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_in_lambda_format() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_812_357_123);
+        assert_eq!(timestamp(t), "2026-11-27T20:45:57.123+0000");
+        assert_eq!(
+            timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000+0000"
+        );
+    }
+}
