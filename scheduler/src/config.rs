@@ -27,10 +27,17 @@ pub enum FunctionOutput {
 pub enum EnvCpus {
     /// Every CPU but the one its shard is pinned to (when there is more than one): the shard and
     /// the environment each spin on their own core instead of fighting over one.
-    #[default]
     OtherThanShard,
     /// Any CPU.
     Any,
+    /// By load: an environment that serves while nothing else on its shard is in flight runs
+    /// on the other CPUs (shard and environment each spin on their own core: the lowest
+    /// latency); environments started or picked while others are in flight stay on the shard's
+    /// own CPU, where waking them and being woken by them never crosses CPUs (no
+    /// inter-processor interrupt) and the shard sleeps instead of spinning. An environment
+    /// moves to the other CPUs when it serves alone (no overlap on its shard for 20 ms).
+    #[default]
+    Adaptive,
 }
 
 /// Engine settings.

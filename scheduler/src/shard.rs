@@ -43,6 +43,9 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 /// should still catch the answer while spinning; the shard owns its core, so this burns nobody
 /// else's time.
 const HOST_SPIN_MAX: Duration = Duration::from_micros(100);
+/// How long after invocations last overlapped [`EnvCpus::Adaptive`] keeps treating the shard
+/// as loaded (environments stay on its CPU).
+const CONCURRENCY_MEMORY: Duration = Duration::from_millis(20);
 /// Tasks (processes and threads) per environment, as in Lambda.
 const PIDS_PER_ENV: u64 = 1024;
 
@@ -145,6 +148,8 @@ struct Env {
     last_used: Instant,
     doorbell_armed: bool,
     setup_done: bool,
+    /// Runs on the shard's own CPU ([`EnvCpus::Adaptive`]).
+    local: bool,
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +188,11 @@ pub struct Shard {
     events: Vec<Event>,
     net_events: Vec<NetEvent>,
     spin: AdaptiveSpin,
+    /// With [`EnvCpus::Adaptive`]: the shard's own CPU, for environments serving while others
+    /// are in flight (`env_cpus` then holds the other CPUs).
+    local_cpus: Option<Vec<usize>>,
+    /// When an invocation last started while another was in flight.
+    last_concurrent: Option<Instant>,
     rng: u64,
     next_sync_tag: u64,
     next_maintenance: Instant,
@@ -243,9 +253,18 @@ impl Shard {
             (EnvCpus::OtherThanShard, Some(own)) if all_cpus.len() > 1 => {
                 all_cpus.iter().copied().filter(|&c| c != own).collect()
             }
+            (EnvCpus::Adaptive, Some(own)) if all_cpus.len() > 1 => {
+                all_cpus.iter().copied().filter(|&c| c != own).collect()
+            }
             _ => all_cpus.to_vec(),
         });
+        let local_cpus = match (shared.config.env_cpus, cpu) {
+            (EnvCpus::Adaptive, Some(own)) if all_cpus.len() > 1 => Some(vec![own]),
+            _ => None,
+        };
         let mut shard = Self {
+            local_cpus,
+            last_concurrent: None,
             index,
             shared,
             uring: Uring::new()?,
@@ -454,15 +473,30 @@ impl Shard {
         // A picked environment can turn out broken (it answered twice or corrupted its ring:
         // it is killed) or, when queueing, full (its arena holds earlier large payloads): then
         // the next candidate is tried without queueing, ending with a new environment.
+        let now = Instant::now();
+        if !self.busy.is_empty() {
+            self.last_concurrent = Some(now);
+        }
         let mut allow_queue = true;
         for _ in 0..4 {
             let (key, start) = match self.pick(function, allow_queue) {
                 Some(picked) => picked,
                 None => (self.start_env(function)?, Start::Cold),
             };
-            let Some(env) = self.env_mut(key) else {
+            let alone = self.busy.is_empty() && !self.concurrent_lately(now);
+            let remote = self.env_cpus.as_deref();
+            let Some(env) = slot_env_mut(&mut self.slots, key) else {
                 continue;
             };
+            if alone && env.local {
+                // It serves alone now: let it spin on another core. One syscall, and only when
+                // the load changes.
+                if let Some(cpus) = remote {
+                    if crate::sys::set_affinity(env.process.pid(), cpus).is_ok() {
+                        env.local = false;
+                    }
+                }
+            }
             match env.channel.submit(payload, &meta) {
                 Ok(id) => {
                     let now = Instant::now();
@@ -510,6 +544,12 @@ impl Shard {
         Err(InvokeError::Service(
             "no healthy environment could take the invocation".into(),
         ))
+    }
+
+    /// Whether invocations overlapped on this shard in the last [`CONCURRENCY_MEMORY`].
+    fn concurrent_lately(&self, now: Instant) -> bool {
+        self.last_concurrent
+            .is_some_and(|t| now.duration_since(t) < CONCURRENCY_MEMORY)
     }
 
     /// Puts back an environment that was picked (or started) but not given the invocation.
@@ -575,6 +615,8 @@ impl Shard {
             ))
         };
         let channel = HostChannel::create().map_err(|e| service("channel", &e))?;
+        let local = self.local_cpus.is_some()
+            && (!self.busy.is_empty() || self.concurrent_lately(Instant::now()));
         let stderr = std::io::stderr();
         let output = match self.shared.config.function_output {
             FunctionOutput::Inherit => Some(stderr.as_fd()),
@@ -599,7 +641,11 @@ impl Shard {
                     cpu_weight: (u64::from(config.memory_mb) * 100 / 1769).clamp(1, 10_000),
                 },
                 tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
-                cpus: self.env_cpus.as_deref(),
+                cpus: if local {
+                    self.local_cpus.as_deref()
+                } else {
+                    self.env_cpus.as_deref()
+                },
             })
             .map_err(|e| service("sandbox", &e))?;
         self.stats.cold += 1;
@@ -623,6 +669,7 @@ impl Shard {
             last_used: Instant::now(),
             doorbell_armed: false,
             setup_done: false,
+            local,
         });
         self.pools.entry(function.id()).or_default();
         Ok(key)
@@ -939,7 +986,11 @@ impl Shard {
                 .any(|&k| slot_env(slots, k).is_some_and(|e| e.channel.response_ready()))
                 || uring.has_completions()
         };
-        if !self.busy.is_empty() && self.spin.spin(&mut ready) {
+        // Spinning would only delay environments that share our CPU.
+        let spin = busy
+            .iter()
+            .all(|&k| slot_env(slots, k).is_some_and(|e| !e.local));
+        if !self.busy.is_empty() && spin && self.spin.spin(&mut ready) {
             self.collect();
             return;
         }

@@ -27,15 +27,22 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
 
 /// Pins the calling thread to `cpu`.
 pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    set_affinity(0, &[cpu])
+}
+
+/// Restricts thread `tid` (0: the calling thread) to `cpus`.
+pub(crate) fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
     }
-    // SAFETY: `cpu` is below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t; 0 = the calling thread.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+    // SAFETY: `set` is a valid cpu_set_t.
+    if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -48,6 +48,17 @@ fn spawn(
     handler: &str,
     channel: &HostChannel,
 ) -> Environment {
+    spawn_limited(f, code_dir, command, handler, channel, limits())
+}
+
+fn spawn_limited(
+    f: &Fixture,
+    code_dir: &Path,
+    command: &str,
+    handler: &str,
+    channel: &HostChannel,
+    limits: Limits,
+) -> Environment {
     let env = vec![
         ("_HANDLER".to_owned(), handler.to_owned()),
         ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
@@ -62,7 +73,7 @@ fn spawn(
             channel: channel.guest_fd(),
             stdout: None,
             stderr: Some(std::io::stderr().as_fd()),
-            limits: limits(),
+            limits,
             tmp_bytes: 16 << 20,
             cpus: None,
         })
@@ -281,6 +292,30 @@ fn dropping_an_environment_kills_it_and_its_empty_cgroup_is_reused_then_removed(
         !cgroup.exists(),
         "{} outlived the sandbox",
         cgroup.display()
+    );
+}
+
+#[test]
+fn a_reused_cgroup_takes_a_larger_memory_limit() {
+    // cgroup v1 refuses a memory limit above the memory+swap limit a reused cgroup still holds;
+    // a function whose memory grew must still start in it.
+    let f = fixture();
+    let channel = HostChannel::create().unwrap();
+    let env = start(&f, "echo", &channel);
+    let cgroup = env.cgroup_path().unwrap().to_owned();
+    drop(env);
+    let mut channel = HostChannel::create().unwrap();
+    let bigger = Limits {
+        memory_bytes: 1 << 30,
+        ..limits()
+    };
+    let mut env = spawn_limited(&f, f.code, "/var/task/bootstrap", "alloc", &channel, bigger);
+    assert_eq!(env.cgroup_path().unwrap(), cgroup, "the cgroup was reused");
+    // 256 MiB: more than the first environment's 128 MiB limit allowed.
+    let (status, body) = invoke(&mut channel, &mut env, b"256").unwrap();
+    assert_eq!(
+        (status, body.as_slice()),
+        (ResponseStatus::Ok, &b"allocated 256 MiB"[..])
     );
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct ControlRequest {
     pub query: String,
     pub body: Vec<u8>,
     pub request_id: String,
+    /// The request's `Host`, for URLs handed back to the client.
+    pub host: String,
 }
 
 /// The answer, sent back to the shard.
@@ -58,6 +60,8 @@ pub(crate) struct Control {
     code: CodeStore,
     limits: CodeLimits,
     functions: BTreeMap<String, FunctionRecord>,
+    /// Signs the code download URLs `GetFunction` hands out (new at every start).
+    url_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Control {
@@ -304,6 +308,13 @@ impl Control {
             code,
             limits: CodeLimits::default(),
             functions: BTreeMap::new(),
+            url_key: {
+                let mut key = [0u8; 32];
+                for chunk in key.chunks_mut(8) {
+                    chunk.copy_from_slice(&crate::sys::random_u64().to_le_bytes());
+                }
+                key
+            },
         };
         for record in control.store.load()? {
             let name = record.name.clone();
@@ -433,10 +444,13 @@ impl Control {
         match (method, segments.as_slice()) {
             ("GET", ["2015-03-31", "functions"]) => self.list_functions(&query),
             ("POST", ["2015-03-31", "functions"]) => self.create_function(engine, body),
-            ("GET", ["2015-03-31", "functions", f]) => self.get_function(f, &query, true),
+            ("GET", ["2015-03-31", "functions", f]) => {
+                self.get_function(f, &query, true, &request.host)
+            }
+            ("GET", ["hearth", "code", file]) => self.download_code(file, &query),
             ("DELETE", ["2015-03-31", "functions", f]) => self.delete_function(engine, f, &query),
             ("GET", ["2015-03-31", "functions", f, "configuration"]) => {
-                self.get_function(f, &query, false)
+                self.get_function(f, &query, false, &request.host)
             }
             ("PUT", ["2015-03-31", "functions", f, "configuration"]) => {
                 self.update_configuration(engine, f, body)
@@ -628,7 +642,82 @@ impl Control {
             .map_err(|e| ApiError::new(e.status(), e.error_type(), e.to_string()))
     }
 
-    fn get_function(&self, raw: &str, query: &[(String, String)], full: bool) -> Result<Response> {
+    /// The signature of a code download URL.
+    fn url_signature(&self, address: &str, expires: u64) -> String {
+        use hmac::Mac;
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.url_key) else {
+            return String::new();
+        };
+        mac.update(format!("{address}\n{expires}").as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A URL that downloads a function's zip without credentials for ten minutes, as Lambda's
+    /// presigned `Code.Location` does.
+    fn code_url(&self, host: &str, address: &str) -> String {
+        let expires = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 600;
+        format!(
+            "http://{host}/hearth/code/{address}.zip?Expires={expires}&Signature={}",
+            self.url_signature(address, expires)
+        )
+    }
+
+    fn download_code(&self, file: &str, query: &[(String, String)]) -> Result<Response> {
+        let denied = || {
+            ApiError::new(
+                403,
+                "AccessDeniedException",
+                "The code URL is invalid or has expired",
+            )
+        };
+        let address = file.strip_suffix(".zip").ok_or_else(denied)?;
+        let param = |k: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let expires: u64 = param("Expires")
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(denied)?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let expected = self.url_signature(address, expires);
+        let given = param("Signature").unwrap_or("");
+        let same = expected.len() == given.len()
+            && expected
+                .bytes()
+                .zip(given.bytes())
+                .fold(0, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same || now > expires {
+            return Err(denied());
+        }
+        let path = self.code.zip_path(address).ok_or_else(denied)?;
+        let body =
+            std::fs::read(path).map_err(|e| ApiError::service(format!("reading code: {e}")))?;
+        Ok(Response {
+            status: 200,
+            headers: vec![("Content-Type", "application/zip".into())],
+            body,
+        })
+    }
+
+    fn get_function(
+        &self,
+        raw: &str,
+        query: &[(String, String)],
+        full: bool,
+        host: &str,
+    ) -> Result<Response> {
         let function = self.function_ref(raw, query)?;
         let record = self.record(&function.name)?;
         let configuration = self.config_json(record, function.qualifier.as_deref())?;
@@ -638,11 +727,7 @@ impl Control {
         let config = record
             .config(function.qualifier.as_deref())
             .unwrap_or(&record.latest);
-        let location = self
-            .code
-            .zip_path(&config.code_sha256_hex)
-            .map(|p| format!("file://{}", p.display()))
-            .unwrap_or_default();
+        let location = self.code_url(host, &config.code_sha256_hex);
         let mut response = json!({
             "Configuration": configuration,
             "Code": {"RepositoryType": "S3", "Location": location},
@@ -715,11 +800,24 @@ impl Control {
     }
 
     fn list_functions(&self, query: &[(String, String)]) -> Result<Response> {
-        let all: Vec<&FunctionRecord> = self.functions.values().collect();
-        let (page, next) = paginate(all, query, |r| r.name.clone())?;
+        let all_versions = query
+            .iter()
+            .any(|(k, v)| k == "FunctionVersion" && v == "ALL");
+        // (name, position, configuration): $LATEST, then each version when asked for ALL.
+        let all: Vec<(&str, usize, &VersionConfig)> = self
+            .functions
+            .values()
+            .flat_map(|r| {
+                let versions =
+                    std::iter::once(&r.latest).chain(r.versions.values().filter(|_| all_versions));
+                versions.enumerate().map(|(i, v)| (r.name.as_str(), i, v))
+            })
+            .collect();
+        // Markers sort like the list: '!' sorts before every character a name may hold.
+        let (page, next) = paginate(all, query, |(name, i, _)| format!("{name}!{i:010}"))?;
         let functions: Vec<Value> = page
             .iter()
-            .map(|r| r.latest.to_json(&r.name, &self.identity, false))
+            .map(|(name, _, v)| v.to_json(name, &self.identity, v.version != LATEST))
             .collect();
         let mut response = json!({ "Functions": functions });
         if let Some(next) = next {
