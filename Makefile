@@ -1,19 +1,33 @@
-# hearth's two entry points (see README.md, "Quick start"):
-#   make bench   build everything and run hearth-bench on embedded defaults
+# hearth's entry points (see README.md, "Quick start"):
+#   make serve   build and run the daemon on its defaults (127.0.0.1:9001, ~/.local/share/hearth)
 #   make test    install what the tests need, then run every check and test
-# Both run as root on a fresh Debian machine (environments need namespaces and cgroups).
+#   make bench   build everything and run hearth-bench (installs nginx for its peer)
+# All run as root on a fresh Debian machine (environments need namespaces and cgroups).
 
 CARGO ?= cargo
 TARGET_TRIPLE := x86_64-unknown-linux-gnu
 STATIC_SAMPLE := target/$(TARGET_TRIPLE)/release/hearth-sample-fn
 
-.PHONY: bench test deps build build-release lint unit loom
+.PHONY: serve bench test deps bench-deps build build-release lint unit api loom
 
-# Debian packages the build and the tests need.
+VENV := target/venv
+
+# Debian packages the build and the tests need: libseccomp for the sandbox, python3-venv for
+# the boto3 / aws CLI suite.
 deps:
-	@if ! dpkg -s libseccomp-dev >/dev/null 2>&1; then \
-		echo "installing libseccomp-dev"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev pkg-config >/dev/null; \
+	@if ! dpkg -s libseccomp-dev pkg-config python3-venv >/dev/null 2>&1; then \
+		echo "installing libseccomp-dev pkg-config python3-venv"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev pkg-config python3-venv >/dev/null; \
+	fi
+
+# nginx, the bench's HTTP peer. Debian starts services on install; a policy-rc.d that refuses
+# keeps it from starting one on port 80 (the bench runs its own on loopback).
+bench-deps: deps
+	@if ! dpkg -s nginx-light >/dev/null 2>&1; then \
+		echo "installing nginx-light (not started as a service)"; \
+		created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; status=$$?; \
+		if [ -n "$$created" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status; \
 	fi
 
 # Release build, plus the sample function linked statically (crt-static): native functions
@@ -23,7 +37,10 @@ build-release: deps
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked \
 		-p hearth-tests --bin hearth-sample-fn --target $(TARGET_TRIPLE)
 
-bench: build-release
+serve: build-release
+	./target/release/hearth serve $(ARGS)
+
+bench: build-release bench-deps
 	./target/release/hearth-bench $(ARGS)
 
 build: deps
@@ -36,10 +53,17 @@ lint: deps
 unit: build
 	$(CARGO) test --workspace --locked
 
+# The daemon driven by boto3 and the aws CLI (tests/api), in a virtualenv of pinned versions.
+api: build
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/api/requirements.txt
+	HEARTH_BIN=target/debug/hearth HEARTH_SAMPLE_FN=target/debug/hearth-sample-fn \
+		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/api
+
 # Model checks of the ring/doorbell protocol and of admission (loom), in their own target dir.
 loom: deps
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --locked -p hearth-ipc --test loom
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --locked -p hearth-scheduler --test loom
 
-test: lint unit loom
+test: lint unit api loom
 	@echo "hearth: all checks and tests passed"
