@@ -262,6 +262,11 @@ pub fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error + Send
             .collect::<std::io::Result<_>>()?,
     };
     let mut control = Control::open(&config.data_dir, config.identity.clone(), &engine)?;
+    // The registry holds every stored function now: start accepting.
+    drain.open.store(true, Ordering::Release);
+    for waker in &reply_to.wakers {
+        waker.wake();
+    }
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     std::thread::scope(|scope| {
         let engine = &engine;

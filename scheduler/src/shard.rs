@@ -46,6 +46,9 @@ const HOST_SPIN_MAX: Duration = Duration::from_micros(100);
 /// How long after invocations last overlapped [`EnvCpus::Adaptive`] keeps treating the shard
 /// as loaded (environments stay on its CPU).
 const CONCURRENCY_MEMORY: Duration = Duration::from_millis(20);
+/// An invocation on the shard's own CPU ([`EnvCpus::Adaptive`]) running longer than this is
+/// moved to the other CPUs.
+const LOCAL_RUN_LIMIT: Duration = Duration::from_millis(2);
 /// Tasks (processes and threads) per environment, as in Lambda.
 const PIDS_PER_ENV: u64 = 1024;
 
@@ -756,6 +759,18 @@ impl Shard {
                 }
                 Ok(None) => {
                     let deadline = env.inflight.front().and_then(|i| i.deadline);
+                    let timeout = env.function.config().timeout;
+                    let running =
+                        deadline.map(|d| timeout.saturating_sub(d.saturating_duration_since(now)));
+                    if env.local && running.is_some_and(|r| r >= LOCAL_RUN_LIMIT) {
+                        // A long invocation would hold the shard's CPU: let the kernel run it
+                        // on the others.
+                        if let Some(cpus) = self.env_cpus.as_deref() {
+                            if crate::sys::set_affinity(env.process.pid(), cpus).is_ok() {
+                                env.local = false;
+                            }
+                        }
+                    }
                     if deadline.is_some_and(|d| now >= d) {
                         self.stats.timeouts += 1;
                         self.kill(key, Some(FunctionError::Timedout));
@@ -1061,14 +1076,24 @@ impl Shard {
         self.next_maintenance = now + MAINTENANCE_INTERVAL;
         let keep_alive = self.shared.config.keep_alive;
         let mut reap = Vec::new();
+        // Provisioned versions keep their share of environments past the keep-alive; the
+        // environments a burst started beyond it expire as any others do.
+        let mut keep: HashMap<u64, usize> = HashMap::new();
         for slot in &self.slots {
             let Some(env) = &slot.env else { continue };
             let current = self
                 .shared
                 .registry
                 .is_current(env.function.name(), env.function.id());
-            let expired =
-                now.duration_since(env.last_used) >= keep_alive && env.function.provisioned() == 0;
+            let mut expired = now.duration_since(env.last_used) >= keep_alive;
+            let share = self.provisioned_share(&env.function);
+            if expired && share > 0 {
+                let kept = keep.entry(env.function.id()).or_default();
+                if *kept < share {
+                    *kept += 1;
+                    expired = false;
+                }
+            }
             if env.state == State::Live && env.inflight.is_empty() && (!current || expired) {
                 reap.push(env.key);
             }
@@ -1082,12 +1107,19 @@ impl Shard {
             pool.idle.retain(|&k| slot_env(slots, k).is_some());
             !pool.idle.is_empty() || !pool.busy.is_empty()
         });
-        self.provision();
+    }
+
+    /// This shard's part of `function`'s provisioned concurrency.
+    fn provisioned_share(&self, function: &Function) -> usize {
+        let target = function.provisioned() as usize;
+        let shards = self.shared.config.shards.max(1);
+        target / shards + usize::from(self.index < target % shards)
     }
 
     /// Idle-time work on the shard thread: housekeeping and refilling the cgroups kept ready.
     pub(crate) fn idle(&mut self) {
         self.maintain();
+        self.provision();
         let _ = self
             .shared
             .sandbox
@@ -1117,6 +1149,7 @@ impl Shard {
     /// it between measurements.
     pub fn housekeeping(&mut self) {
         self.maintain();
+        self.provision();
         let _ = self
             .shared
             .sandbox
@@ -1149,14 +1182,13 @@ impl Shard {
     }
 
     /// Starts environments for versions with provisioned concurrency until this shard holds
-    /// its share, a few per pass so that the refill stays off the invoke path's back.
+    /// its share: at most four per pass, and only from housekeeping (never from the invoke
+    /// path), which also bounds how fast a crashing bootstrap is restarted.
     fn provision(&mut self) {
         const PER_PASS: usize = 4;
-        let shards = self.shared.config.shards.max(1);
         let mut started = 0;
         for function in self.shared.registry.provisioned() {
-            let target = function.provisioned() as usize;
-            let share = target / shards + usize::from(self.index < target % shards);
+            let share = self.provisioned_share(&function);
             let live = self.live_environments(function.id());
             for _ in live..share {
                 if started == PER_PASS {

@@ -317,6 +317,13 @@ impl Stream {
         }
     }
 
+    fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(s) => Self::Tcp(s.try_clone()?),
+            Self::Unix(s) => Self::Unix(s.try_clone()?),
+        })
+    }
+
     fn shutdown_write(&self) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.shutdown(Shutdown::Write),
@@ -1222,6 +1229,27 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     // Still open and serving.
     client.send_ok(&invoke_request(ECHO, b"\"fourth\""));
     assert_answer(&client.response("after the pipeline"), b"\"fourth\"");
+}
+
+#[test]
+fn a_flood_of_pipelined_requests_is_answered_without_exhausting_the_daemon() {
+    // 20,000 requests in one stream, each answered at once (404): the front door must work
+    // through them iteratively, not by nesting a call per request.
+    const N: usize = 20_000;
+    let one = request("GET", "/nope", &[], b"");
+    let raw = one.repeat(N);
+    let mut client = shared().connect();
+    let writer = {
+        let mut stream = client.stream.try_clone().expect("clone stream");
+        std::thread::spawn(move || stream.write_all(&raw))
+    };
+    for i in 0..N {
+        let response = client.response(&format!("pipelined request {i}"));
+        assert_eq!(response.status, 404, "{}", response.show());
+    }
+    writer.join().expect("writer").expect("sending the flood");
+    client.send_ok(&invoke_request(ECHO, b"\"after the flood\""));
+    assert_answer(&client.response("after the flood"), b"\"after the flood\"");
 }
 
 #[test]

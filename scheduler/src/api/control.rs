@@ -72,6 +72,14 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// Logs a registry update that failed after its change was committed. Validation happens
+/// before the commit, so this means a bug; the committed state is what a restart installs.
+fn published<T, E: std::fmt::Display>(what: &str, result: std::result::Result<T, E>) {
+    if let Err(e) = result {
+        tracing::error!(%what, error = %e, "committed change could not be published to the registry");
+    }
+}
+
 fn store_error(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "state change failed");
     ApiError::service(format!("could not save the change: {e}"))
@@ -360,16 +368,28 @@ impl Control {
     }
 
     /// Puts a stored function into the engine's registry (at start).
+    /// Every part is attempted; a part that fails is logged and the rest still installed.
     fn install(&self, engine: &Engine, record: &FunctionRecord) -> Result<()> {
-        engine.create_function(self.engine_config(&record.name, &record.latest)?)?;
+        let name = &record.name;
+        engine.create_function(self.engine_config(name, &record.latest)?)?;
         for (n, config) in &record.versions {
-            engine.put_version(self.engine_config(&record.name, config)?, &n.to_string())?;
+            let version = self
+                .engine_config(name, config)
+                .and_then(|c| Ok(engine.put_version(c, &n.to_string())?));
+            published(&format!("{name}:{n}"), version.map_err(|e| e.message));
         }
-        self.install_aliases(engine, record)?;
+        published(
+            name,
+            self.install_aliases(engine, record).map_err(|e| e.message),
+        );
         if let Some(n) = record.reserved {
-            engine.put_function_concurrency(&record.name, n)?;
+            published(name, engine.put_function_concurrency(name, n));
         }
-        self.install_provisioned(engine, record)?;
+        published(
+            name,
+            self.install_provisioned(engine, record)
+                .map_err(|e| e.message),
+        );
         Ok(())
     }
 
@@ -380,12 +400,16 @@ impl Control {
                 let weight = (w.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
                 (v.as_str(), weight)
             });
-            engine.put_alias(
-                &record.name,
-                &alias.name,
-                &alias.function_version,
-                secondary,
-            )?;
+            // One alias that cannot be installed does not keep the others out.
+            published(
+                &format!("{}:{}", record.name, alias.name),
+                engine.put_alias(
+                    &record.name,
+                    &alias.name,
+                    &alias.function_version,
+                    secondary,
+                ),
+            );
         }
         Ok(())
     }
@@ -401,7 +425,10 @@ impl Control {
             }
         }
         for (version, total) in totals {
-            engine.set_provisioned(&record.name, &version, total)?;
+            published(
+                &format!("{}:{version}", record.name),
+                engine.set_provisioned(&record.name, &version, total),
+            );
         }
         Ok(())
     }
@@ -595,17 +622,17 @@ impl Control {
             provisioned: BTreeMap::new(),
             next_version: 1,
         };
-        let published = fields
+        let version = fields
             .bool("Publish")?
             .then(|| Self::new_version(&mut record));
-        self.store.put(&record, published).map_err(store_error)?;
-        engine.create_function(engine_config.clone())?;
-        if let Some(n) = published {
-            engine.put_version(engine_config, &n.to_string())?;
-        }
-        let qualifier = published.map(|n| n.to_string());
+        self.store.put(&record, version).map_err(store_error)?;
+        let qualifier = version.map(|n| n.to_string());
         let response = self.config_json(&record, qualifier.as_deref())?;
-        self.functions.insert(name, record);
+        self.functions.insert(name.clone(), record);
+        published(&name, engine.create_function(engine_config.clone()));
+        if let Some(q) = qualifier {
+            published(&name, engine.put_version(engine_config, &q));
+        }
         Ok(Response::json(201, &response))
     }
 
@@ -755,7 +782,7 @@ impl Control {
                     .delete_function(&function.name)
                     .map_err(store_error)?;
                 self.functions.remove(&function.name);
-                engine.delete_function(&function.name)?;
+                published(&function.name, engine.delete_function(&function.name));
                 self.collect_garbage();
             }
             Some(LATEST) => {
@@ -791,8 +818,8 @@ impl Control {
                 record.versions.remove(&n);
                 record.provisioned.remove(q);
                 self.store.delete_version(&record, n).map_err(store_error)?;
-                engine.delete_version(&function.name, q)?;
-                self.functions.insert(function.name, record);
+                self.functions.insert(function.name.clone(), record);
+                published(&function.name, engine.delete_version(&function.name, q));
                 self.collect_garbage();
             }
         }
@@ -838,15 +865,15 @@ impl Control {
         engine_config.validate()?;
         let mut record = self.record(name)?.clone();
         record.latest = latest;
-        let published = publish.then(|| Self::new_version(&mut record));
-        self.store.put(&record, published).map_err(store_error)?;
-        engine.update_function(engine_config.clone())?;
-        if let Some(n) = published {
-            engine.put_version(engine_config, &n.to_string())?;
-        }
-        let qualifier = published.map(|n| n.to_string());
+        let version = publish.then(|| Self::new_version(&mut record));
+        self.store.put(&record, version).map_err(store_error)?;
+        let qualifier = version.map(|n| n.to_string());
         let response = self.config_json(&record, qualifier.as_deref())?;
         self.functions.insert(name.to_owned(), record);
+        published(name, engine.update_function(engine_config.clone()));
+        if let Some(q) = qualifier {
+            published(name, engine.put_version(engine_config, &q));
+        }
         self.collect_garbage();
         Ok(Response::json(200, &response))
     }
@@ -963,9 +990,10 @@ impl Control {
         }
         let engine_config = self.engine_config(&record.name, &record.latest)?;
         self.store.put(&record, Some(n)).map_err(store_error)?;
-        engine.put_version(engine_config, &n.to_string())?;
         let response = self.config_json(&record, Some(&n.to_string()))?;
-        self.functions.insert(record.name.clone(), record);
+        let name = record.name.clone();
+        self.functions.insert(name.clone(), record);
+        published(&name, engine.put_version(engine_config, &n.to_string()));
         Ok(Response::json(201, &response))
     }
 
@@ -1119,11 +1147,18 @@ impl Control {
         alias.revision_id = revision_id();
         record.aliases.insert(alias.name.clone(), alias.clone());
         self.store.put(&record, None).map_err(store_error)?;
-        self.install_aliases(engine, &record)?;
-        self.install_provisioned(engine, &record)?;
         let status = if existing.is_some() { 200 } else { 201 };
         let response = alias.to_json(&record.name, &self.identity);
-        self.functions.insert(record.name.clone(), record);
+        self.functions.insert(record.name.clone(), record.clone());
+        published(
+            &record.name,
+            self.install_aliases(engine, &record).map_err(|e| e.message),
+        );
+        published(
+            &record.name,
+            self.install_provisioned(engine, &record)
+                .map_err(|e| e.message),
+        );
         Ok(Response::json(status, &response))
     }
 
@@ -1135,9 +1170,13 @@ impl Control {
         }
         record.provisioned.remove(alias);
         self.store.put(&record, None).map_err(store_error)?;
-        engine.delete_alias(&record.name, alias)?;
-        self.install_provisioned(engine, &record)?;
-        self.functions.insert(record.name.clone(), record);
+        self.functions.insert(record.name.clone(), record.clone());
+        published(&record.name, engine.delete_alias(&record.name, alias));
+        published(
+            &record.name,
+            self.install_provisioned(engine, &record)
+                .map_err(|e| e.message),
+        );
         Ok(Response::empty(204))
     }
 
@@ -1200,8 +1239,11 @@ impl Control {
         let mut record = self.record(&function.name)?.clone();
         record.reserved = None;
         self.store.put(&record, None).map_err(store_error)?;
-        engine.delete_function_concurrency(&function.name)?;
         self.functions.insert(record.name.clone(), record);
+        published(
+            &function.name,
+            engine.delete_function_concurrency(&function.name),
+        );
         Ok(Response::empty(204))
     }
 
@@ -1293,8 +1335,12 @@ impl Control {
                 };
                 record.provisioned.insert(qualifier.clone(), entry.clone());
                 self.store.put(&record, None).map_err(store_error)?;
-                self.install_provisioned(engine, &record)?;
-                self.functions.insert(record.name.clone(), record);
+                self.functions.insert(record.name.clone(), record.clone());
+                published(
+                    &record.name,
+                    self.install_provisioned(engine, &record)
+                        .map_err(|e| e.message),
+                );
                 Ok(Response::json(
                     202,
                     &json!({
@@ -1335,8 +1381,12 @@ impl Control {
                     .remove(&qualifier)
                     .ok_or_else(not_found)?;
                 self.store.put(&record, None).map_err(store_error)?;
-                self.install_provisioned(engine, &record)?;
-                self.functions.insert(record.name.clone(), record);
+                self.functions.insert(record.name.clone(), record.clone());
+                published(
+                    &record.name,
+                    self.install_provisioned(engine, &record)
+                        .map_err(|e| e.message),
+                );
                 Ok(Response::empty(204))
             }
             _ => Err(ApiError::new(

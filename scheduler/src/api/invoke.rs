@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use crate::api::ApiError;
-use crate::http::{push_header, write_head};
+use crate::http::{push_header, write_head, Persist};
 use crate::{FunctionError, InvokeError, Outcome};
 
 /// `X-Amz-Invocation-Type`.
@@ -77,14 +77,14 @@ pub(crate) fn log_tail(
 /// Writes the response of a finished synchronous invocation.
 pub(crate) fn write_result(
     out: &mut Vec<u8>,
-    close: bool,
+    persist: Persist,
     version: &str,
     outcome: &Outcome,
     payload: &[u8],
     log: Option<&str>,
 ) {
     let request_id = hearth_ipc::format_request_id(&outcome.request_id);
-    write_head(out, 200, payload.len(), &request_id, close);
+    write_head(out, 200, payload.len(), &request_id, persist);
     push_header(out, "Content-Type", b"application/json");
     push_header(out, "X-Amz-Executed-Version", version.as_bytes());
     if let Some(error) = outcome.error {

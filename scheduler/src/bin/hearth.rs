@@ -1,15 +1,27 @@
 //! `hearth`: the daemon's command line.
+//!
+//! (Under `cfg(loom)`, which builds only the admission model, this binary is empty.)
+#![cfg_attr(loom, allow(unused))]
 
+#[cfg(loom)]
+fn main() {}
+
+#[cfg(not(loom))]
 use std::path::PathBuf;
+#[cfg(not(loom))]
 use std::process::ExitCode;
 
+#[cfg(not(loom))]
 use std::time::Duration;
 
+#[cfg(not(loom))]
 use hearth_scheduler::daemon::{
     default_data_dir, serve, FileConfig, Listen, ServeConfig, Timeouts,
 };
+#[cfg(not(loom))]
 use hearth_scheduler::{AccessKey, EngineConfig, Identity};
 
+#[cfg(not(loom))]
 const USAGE: &str = "\
 usage: hearth serve [--listen ADDR]... [--data-dir DIR] [--config FILE] [--insecure-no-auth]
 
@@ -24,6 +36,7 @@ Requests are verified with AWS Signature V4. Without access_keys in the config, 
 generated at first start, stored in DIR/credentials and printed once.
 Logging: HEARTH_LOG (e.g. info, debug).";
 
+#[cfg(not(loom))]
 struct Args {
     listen: Vec<String>,
     data_dir: Option<PathBuf>,
@@ -31,6 +44,7 @@ struct Args {
     insecure: bool,
 }
 
+#[cfg(not(loom))]
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     match args.next().as_deref() {
         Some("serve") => {}
@@ -66,6 +80,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
+#[cfg(not(loom))]
 fn config(args: Args) -> Result<ServeConfig, String> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -134,6 +149,7 @@ fn config(args: Args) -> Result<ServeConfig, String> {
     })
 }
 
+#[cfg(not(loom))]
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

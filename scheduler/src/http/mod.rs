@@ -50,6 +50,8 @@ pub(crate) struct Head {
     pub framing: Framing,
     /// HTTP/1.0 without `Connection: keep-alive`, or `Connection: close`.
     pub close: bool,
+    /// HTTP/1.0 (whose keep-alive must be confirmed in the response).
+    pub http10: bool,
     pub expect_continue: bool,
 }
 
@@ -165,6 +167,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Refusal> {
         len,
         framing: Framing::Length(0),
         close: version == 0,
+        http10: version == 0,
         expect_continue: false,
     };
     let mut length: Option<usize> = None;
@@ -240,6 +243,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, Refusal> {
     Ok(Parsed::Head(Box::new(head)))
 }
 
+/// Longest chunk-size line (size and extensions).
+const MAX_CHUNK_LINE: usize = 1024;
+
 /// Progress of decoding a chunked body.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Chunked {
@@ -260,12 +266,15 @@ pub(crate) fn decode_chunked(
     let mut pos = 0;
     loop {
         let Some(line_end) = find_crlf(&input[pos..]) else {
-            return if input.len() - pos > 1024 {
+            return if input.len() - pos > MAX_CHUNK_LINE {
                 Err(refuse(400, "malformed chunk size"))
             } else {
                 Ok(Chunked::Partial)
             };
         };
+        if line_end > MAX_CHUNK_LINE {
+            return Err(refuse(400, "chunk size line too long"));
+        }
         let line = &input[pos..pos + line_end];
         let size_text = line.split(|&b| b == b';').next().unwrap_or(b"");
         let size_text = std::str::from_utf8(size_text)
@@ -282,9 +291,17 @@ pub(crate) fn decode_chunked(
         pos += line_end + 2;
         if size == 0 {
             // Trailer section: header lines until an empty line.
+            let trailers = pos;
             loop {
+                if pos - trailers > MAX_HEAD_BYTES {
+                    return Err(refuse(431, "trailer section too large"));
+                }
                 let Some(end) = find_crlf(&input[pos..]) else {
-                    return Ok(Chunked::Partial);
+                    return if input.len() - trailers > MAX_HEAD_BYTES {
+                        Err(refuse(431, "trailer section too large"))
+                    } else {
+                        Ok(Chunked::Partial)
+                    };
                 };
                 pos += end + 2;
                 if end == 0 {
@@ -339,6 +356,27 @@ pub(crate) fn reason(status: u16) -> &'static str {
     }
 }
 
+/// What a response says about its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persist {
+    /// HTTP/1.1 keep-alive: nothing to say.
+    KeepAlive,
+    /// An HTTP/1.0 client asked for keep-alive: confirm it.
+    KeepAliveHttp10,
+    /// `Connection: close`.
+    Close,
+}
+
+impl Persist {
+    pub(crate) fn new(close: bool, http10: bool) -> Self {
+        match (close, http10) {
+            (true, _) => Self::Close,
+            (false, true) => Self::KeepAliveHttp10,
+            (false, false) => Self::KeepAlive,
+        }
+    }
+}
+
 /// A response built by the control plane (the invoke path writes its own).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Response {
@@ -367,8 +405,8 @@ impl Response {
     }
 
     /// Appends the response's bytes to `out`.
-    pub(crate) fn write(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
-        write_head(out, self.status, self.body.len(), request_id, close);
+    pub(crate) fn write(&self, out: &mut Vec<u8>, request_id: &str, persist: Persist) {
+        write_head(out, self.status, self.body.len(), request_id, persist);
         for (name, value) in &self.headers {
             push_header(out, name, value.as_bytes());
         }
@@ -384,7 +422,7 @@ pub(crate) fn write_head(
     status: u16,
     content_length: usize,
     request_id: &str,
-    close: bool,
+    persist: Persist,
 ) {
     use std::io::Write;
     let _ = write!(
@@ -392,8 +430,10 @@ pub(crate) fn write_head(
         "HTTP/1.1 {status} {}\r\nContent-Length: {content_length}\r\nx-amzn-RequestId: {request_id}\r\n",
         reason(status)
     );
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
+    match persist {
+        Persist::KeepAlive => {}
+        Persist::KeepAliveHttp10 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
 }
 
@@ -414,6 +454,9 @@ pub(crate) fn percent_decode(input: &str) -> Option<String> {
         match bytes[i] {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let text = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(text, 16).ok()?);
                 i += 3;
@@ -524,12 +567,27 @@ mod tests {
                 .status,
             400
         );
+        let long_extension = [b"1;".as_slice(), &[b'x'; 2000], b"\r\na\r\n"].concat();
+        assert_eq!(
+            decode_chunked(&long_extension, &mut out, 8)
+                .unwrap_err()
+                .status,
+            400
+        );
+        let endless_trailers = [b"0\r\n".as_slice(), &b"X: y\r\n".repeat(4000)].concat();
+        assert_eq!(
+            decode_chunked(&endless_trailers, &mut out, 8)
+                .unwrap_err()
+                .status,
+            431
+        );
     }
 
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("fn%3Aprod").as_deref(), Some("fn:prod"));
         assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+5"), None);
         assert_eq!(percent_decode("%ff"), None, "not UTF-8");
         let pairs: Vec<_> = query_pairs("tagKeys=a&tagKeys=b%20c&x").collect();
         assert_eq!(pairs[1], ("tagKeys".into(), "b c".into()));

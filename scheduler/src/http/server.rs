@@ -28,7 +28,9 @@ use crate::api::invoke::{invoke_error, log_tail, write_result, InvocationType};
 use crate::api::{self, ApiError, FunctionRef, Identity};
 use crate::auth::{SignedRequest, Verifier};
 use crate::engine::ShardService;
-use crate::http::{self, decode_chunked, parse_head, Chunked, Framing, Head, Parsed, Refusal};
+use crate::http::{
+    self, decode_chunked, parse_head, Chunked, Framing, Head, Parsed, Persist, Refusal,
+};
 use crate::registry::Function;
 use crate::shard::{Completion, NetEvent, Shard, Start};
 use crate::uring::{Key, NetOp};
@@ -67,9 +69,12 @@ pub(crate) struct FrontDoorConfig {
     pub timeouts: Timeouts,
 }
 
-/// Drain coordination between the daemon and the shards.
+/// Start and drain coordination between the daemon and the shards.
 #[derive(Debug, Default)]
 pub(crate) struct Drain {
+    /// Set by the daemon once the stored functions are installed: until then no connection is
+    /// accepted (an invoke would not find them).
+    pub open: AtomicBool,
     /// Set by the daemon: stop accepting, finish what is in flight, close.
     pub requested: AtomicBool,
     /// Shards whose front door has finished draining.
@@ -107,6 +112,8 @@ struct Conn {
     last_active: Instant,
     request_started: Option<Instant>,
     continue_sent: bool,
+    /// The current request is HTTP/1.0.
+    http10: bool,
 }
 
 #[derive(Debug, Default)]
@@ -126,7 +133,7 @@ fn key_of(tag: u64) -> Key {
     }
 }
 
-type Write = Box<dyn FnOnce(&mut Vec<u8>, bool)>;
+type Write = Box<dyn FnOnce(&mut Vec<u8>, Persist)>;
 
 /// What became of a complete request.
 enum Dispatched {
@@ -150,6 +157,10 @@ pub(crate) struct FrontDoor {
     drained: bool,
     net: Vec<NetEvent>,
     completions: Vec<Completion>,
+    /// Connections with received bytes or a finished response: parse what they hold next.
+    ready: Vec<Key>,
+    /// Listeners whose accept failed (out of fds), and when to arm them again.
+    accept_retry: Vec<(u32, Instant)>,
     rng: u64,
     next_sweep: Instant,
 }
@@ -188,6 +199,8 @@ impl FrontDoor {
             drained: false,
             net: Vec::new(),
             completions: Vec::new(),
+            ready: Vec::new(),
+            accept_retry: Vec::new(),
             rng: crate::sys::random_u64() | 1,
             next_sweep: Instant::now() + Duration::from_secs(1),
         }
@@ -227,6 +240,7 @@ impl FrontDoor {
             last_active: Instant::now(),
             request_started: None,
             continue_sent: false,
+            http10: false,
         });
         self.arm_recv(shard, Key { slot, generation }, INITIAL_BUFFER);
     }
@@ -289,7 +303,11 @@ impl FrontDoor {
                     tracing::warn!(shard = self.index, errno = -event.result, "accept failed");
                 }
                 if !event.more && !self.drain.requested.load(Ordering::Acquire) {
-                    if let Some(listener) = self.listeners.get(event.key.slot as usize) {
+                    if event.result < 0 {
+                        // Out of fds or memory: accepting again at once would fail at once.
+                        self.accept_retry
+                            .push((event.key.slot, Instant::now() + Duration::from_millis(100)));
+                    } else if let Some(listener) = self.listeners.get(event.key.slot as usize) {
                         shard.uring().arm_accept(event.key.slot, listener.as_fd());
                     }
                 }
@@ -323,7 +341,7 @@ impl FrontDoor {
                 unsafe { conn.buf.set_len((len + n).min(conn.buf.capacity())) };
                 conn.last_active = Instant::now();
                 conn.request_started.get_or_insert(conn.last_active);
-                self.advance(shard, event.key);
+                self.ready.push(event.key);
             }
             NetOp::Send => {
                 let Some(conn) = self.conn(event.key) else {
@@ -351,6 +369,10 @@ impl FrontDoor {
     /// otherwise. When all is out, reads the next request.
     fn flush(&mut self, shard: &mut Shard, key: Key) {
         let Some(conn) = self.conn(key) else { return };
+        if conn.send_armed {
+            // The send in flight continues from `sent` when it completes.
+            return;
+        }
         while conn.sent < conn.out.len() {
             let rest = &conn.out[conn.sent..];
             // SAFETY: sends from a live buffer on our fd; MSG_DONTWAIT never blocks the shard.
@@ -390,7 +412,9 @@ impl FrontDoor {
             return;
         }
         if matches!(conn.phase, Phase::Reading) {
-            self.advance(shard, key);
+            // Pipelined requests are parsed by the turn's loop, not by recursion: a client
+            // sending thousands of requests at once must not grow the stack.
+            self.ready.push(key);
         }
     }
 
@@ -399,17 +423,21 @@ impl FrontDoor {
         &mut self,
         shard: &mut Shard,
         key: Key,
-        write: impl FnOnce(&mut Vec<u8>, bool),
+        write: impl FnOnce(&mut Vec<u8>, Persist),
         close: bool,
     ) {
         let draining = self.drain.requested.load(Ordering::Acquire);
         let Some(conn) = self.conn(key) else { return };
+        debug_assert!(
+            !conn.send_armed && conn.out.is_empty(),
+            "one response at a time"
+        );
         let close = close || conn.close_after || draining;
         conn.close_after = close;
         conn.phase = Phase::Reading;
         conn.request_started = None;
         conn.continue_sent = false;
-        write(&mut conn.out, close);
+        write(&mut conn.out, Persist::new(close, conn.http10));
         self.flush(shard, key);
     }
 
@@ -419,7 +447,7 @@ impl FrontDoor {
         self.respond(
             shard,
             key,
-            |out, close| response.write(out, &request_id, close),
+            |out, persist| response.write(out, &request_id, persist),
             close,
         );
     }
@@ -502,6 +530,11 @@ impl FrontDoor {
             Framing::Chunked => {
                 match decode_chunked(&conn.buf[head.len..], &mut conn.body, limit) {
                     Ok(Chunked::Done(used)) => head.len + used,
+                    Ok(Chunked::Partial) if conn.buf.len() - head.len > limit + (64 << 10) => {
+                        // Framing overhead beyond any honest client's.
+                        let error = too_large();
+                        return self.respond_error(shard, key, &error, true);
+                    }
                     Ok(Chunked::Partial) => {
                         let want = conn.buf.len().max(INITIAL_BUFFER);
                         return self.await_body(shard, key, &head, want);
@@ -514,6 +547,7 @@ impl FrontDoor {
                 }
             }
         };
+        conn.http10 = head.http10;
         if head.close {
             conn.close_after = true;
         }
@@ -523,18 +557,12 @@ impl FrontDoor {
     fn await_body(&mut self, shard: &mut Shard, key: Key, head: &Head, want: usize) {
         let Some(conn) = self.conn(key) else { return };
         if head.expect_continue && !conn.continue_sent {
+            // An interim response, sent like any other; once it is out the connection is
+            // parsed again and waits for the body.
             conn.continue_sent = true;
-            let msg = b"HTTP/1.1 100 Continue\r\n\r\n";
-            // SAFETY: a short non-blocking send from a static buffer; if it does not go out
-            // the client sends its body after its own timeout anyway.
-            unsafe {
-                libc::send(
-                    conn.fd.as_raw_fd(),
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
+            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.flush(shard, key);
+            return;
         }
         self.arm_recv(shard, key, want);
     }
@@ -766,7 +794,7 @@ impl FrontDoor {
                 conn.request_started = None;
                 write_result(
                     &mut conn.out,
-                    close,
+                    Persist::new(close, conn.http10),
                     version,
                     &outcome,
                     payload,
@@ -796,7 +824,7 @@ impl FrontDoor {
         self.respond(
             shard,
             key,
-            move |out, close| response.write(out, &request_id, close),
+            move |out, persist| response.write(out, &request_id, persist),
             false,
         );
     }
@@ -812,7 +840,14 @@ impl FrontDoor {
                 slot: u32::try_from(i).unwrap_or(u32::MAX),
                 generation: slot.generation,
             };
-            if conn.closing || !matches!(conn.phase, Phase::Reading) {
+            // Busy, answering, or already told to go: not for the sweep (and `out` must not be
+            // touched while a send is armed).
+            if conn.closing
+                || conn.close_after
+                || conn.send_armed
+                || !conn.out.is_empty()
+                || !matches!(conn.phase, Phase::Reading)
+            {
                 continue;
             }
             let quiet = now.duration_since(conn.last_active);
@@ -842,13 +877,14 @@ impl FrontDoor {
                     true
                 };
                 conn.close_after = true;
+                conn.request_started = None;
                 let response = ApiError::new(
                     408,
                     "RequestTimeoutException",
                     "the request did not arrive in time",
                 )
                 .response();
-                response.write(&mut conn.out, &request_id, true);
+                response.write(&mut conn.out, &request_id, Persist::Close);
             }
             // Sent once the receive has completed (buffers are not touched while armed).
             if self.conn(key).is_some_and(|c| !c.recv_armed) {
@@ -872,7 +908,7 @@ impl FrontDoor {
 
 impl ShardService for FrontDoor {
     fn turn(&mut self, shard: &mut Shard) {
-        if !self.armed {
+        if !self.armed && self.drain.open.load(Ordering::Acquire) {
             self.armed = true;
             for (i, listener) in self.listeners.iter().enumerate() {
                 shard
@@ -899,7 +935,34 @@ impl ShardService for FrontDoor {
             self.on_completion(shard, completion);
         }
         self.completions = completions;
+        // Parsing a request can finish another response, which readies the connection again:
+        // loop until nothing is left (one request per connection per pass).
+        while !self.ready.is_empty() {
+            worked = true;
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.dedup();
+            for key in ready.drain(..) {
+                self.advance(shard, key);
+            }
+            if self.ready.is_empty() {
+                self.ready = ready;
+            }
+        }
         let now = Instant::now();
+        if !self.accept_retry.is_empty() && !self.drain.requested.load(Ordering::Acquire) {
+            let due: Vec<u32> = self
+                .accept_retry
+                .iter()
+                .filter(|(_, at)| now >= *at)
+                .map(|(i, _)| *i)
+                .collect();
+            self.accept_retry.retain(|(_, at)| now < *at);
+            for i in due {
+                if let Some(listener) = self.listeners.get(i as usize) {
+                    shard.uring().arm_accept(i, listener.as_fd());
+                }
+            }
+        }
         if now >= self.next_sweep {
             let timeouts = self.config.timeouts;
             let finest = timeouts.head.min(timeouts.body).min(timeouts.idle);
