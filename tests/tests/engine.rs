@@ -658,3 +658,77 @@ fn an_environment_that_exits_while_idle_is_never_blamed_for_the_next_call() {
         }
     }
 }
+
+/// The CPUs thread `pid` may run on.
+fn affinity(pid: i32) -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity fills our set.
+    let rc =
+        unsafe { libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    // SAFETY: reading bits of our own set.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+#[test]
+fn overlapping_invocations_start_on_the_shards_cpu_and_cpu_bound_ones_move_off_it() {
+    let f = fixture();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "adaptive placement needs two CPUs (this machine has {cpus})"
+    );
+    f.function("spin", "spin", |c| c.timeout = Duration::from_secs(10));
+    let report = f
+        .engine
+        .on_shard(0, |shard| {
+            let function = shard.function("spin").unwrap();
+            // The first runs alone (another core); the second overlaps it (the shard's core).
+            shard.submit(&function, b"800", 1).unwrap();
+            shard.submit(&function, b"800", 2).unwrap();
+            let mut seen = Vec::new();
+            let mut done = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while done.len() < 2 && Instant::now() < deadline {
+                shard.poll(&mut done, Some(Duration::from_millis(20)));
+                let placement: Vec<Vec<usize>> =
+                    shard.environment_pids().into_iter().map(affinity).collect();
+                seen.push(placement);
+            }
+            (seen, done)
+        })
+        .unwrap();
+    let (seen, done) = report;
+    assert_eq!(done.len(), 2, "both invocations finished");
+    for completion in &done {
+        assert_eq!(completion.payload, b"spun 800");
+    }
+    // The shard runs on the first allowed CPU (pin_shards); environments on it are "local".
+    let shard_cpu = hearth_tests_shard_cpu();
+    let local_at_start = seen
+        .first()
+        .is_some_and(|p| p.iter().any(|cpus| cpus == &[shard_cpu]));
+    assert!(
+        local_at_start,
+        "the overlapping invocation started on the shard's CPU: {seen:?}"
+    );
+    let local_at_end = seen
+        .iter()
+        .rev()
+        .find(|p| p.len() == 2)
+        .is_some_and(|p| p.iter().any(|cpus| cpus == &[shard_cpu]));
+    assert!(
+        !local_at_end,
+        "the CPU-bound invocation moved off the shard's CPU: {seen:?}"
+    );
+}
+
+/// The CPU shard 0 is pinned to: the first CPU this process may use.
+fn hearth_tests_shard_cpu() -> usize {
+    affinity(0).first().copied().unwrap_or(0)
+}
