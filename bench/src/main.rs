@@ -11,6 +11,7 @@
 //! within a minute. Needs root (environments use namespaces and cgroups).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+mod containment;
 mod http;
 mod limits;
 mod report;
@@ -38,6 +39,8 @@ const SCENARIOS: &[&str] = &[
     "warm.native.parked",
     "cold.native",
     "mem.idle_env",
+    "noisy.victim",
+    "timeout.kill",
     "limit.tcp_echo",
     "peer.nginx_static",
     "http.invoke",
@@ -138,6 +141,7 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
     let mut nginx_rate = None;
     let mut bench = None;
     let mut daemon: Option<http::Daemon> = None;
+    let mut abuse: Option<containment::Containment> = None;
     let load_time = Duration::from_secs(if quick { 2 } else { 6 });
     for &scenario in selected {
         let (lat, elapsed, extra): (Latencies, Duration, Value) = match scenario {
@@ -173,6 +177,23 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 extra["c1_p50_us"] = json!(one.quantile_us(0.5));
                 extra["c1_p99_us"] = json!(one.quantile_us(0.99));
                 (lat, elapsed, extra)
+            }
+            abuse_scenario @ ("noisy.victim" | "timeout.kill") => {
+                if !sys::is_root() {
+                    anyhow::bail!("{abuse_scenario} starts real environments and needs root");
+                }
+                if abuse.is_none() {
+                    let (sample, _) = scenarios::sample_function().ok_or_else(|| {
+                        anyhow::anyhow!("the sample function is missing: run `make bench`")
+                    })?;
+                    abuse = Some(containment::Containment::start(&sample)?);
+                }
+                let c = abuse.as_ref().expect("started above");
+                if abuse_scenario == "noisy.victim" {
+                    containment::noisy_victim(c, n(5_000, 1_000))?
+                } else {
+                    containment::timeout_kill(c, n(20, 5))?
+                }
             }
             http_scenario @ ("http.invoke" | "http.invoke.c64") => {
                 if !sys::is_root() {

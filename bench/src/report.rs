@@ -26,6 +26,11 @@ impl Latencies {
         self.histogram.saturating_record(ns);
     }
 
+    /// Adds `other`'s recordings to these.
+    pub fn merge(&mut self, other: &Latencies) {
+        let _ = self.histogram.add(&other.histogram);
+    }
+
     pub fn quantile_us(&self, q: f64) -> f64 {
         round2(self.histogram.value_at_quantile(q) as f64 / 1000.0)
     }

@@ -195,6 +195,51 @@ impl SeccompProgram {
     }
 }
 
+/// A policy rule with its syscall resolved to the x86_64 number the filter matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRule {
+    /// Syscall name, as written in the policy.
+    pub syscall: String,
+    /// Its x86_64 number.
+    pub nr: i32,
+    /// What happens when the rule matches.
+    pub action: Action,
+    /// The rule's argument condition, as in [`Rule::condition`].
+    pub condition: Option<(u32, u64, u64)>,
+}
+
+/// Resolves each rule's syscall to its x86_64 number with libseccomp, as
+/// [`SeccompProgram::compile`] does, in the policy's order. Used by the seccomp sweep to know
+/// which numbers the filter lets through.
+pub fn resolve(rules: &[Rule]) -> Result<Vec<ResolvedRule>, SeccompError> {
+    rules
+        .iter()
+        .map(|rule| {
+            let syscall = ScmpSyscall::from_name_by_arch(&rule.syscall, ScmpArch::X8664)
+                .map_err(SeccompError::Compile)?;
+            Ok(ResolvedRule {
+                syscall: rule.syscall.clone(),
+                nr: i32::from(syscall),
+                action: rule.action,
+                condition: rule.condition,
+            })
+        })
+        .collect()
+}
+
+/// Every x86_64 syscall number (0..=1023) libseccomp has a name for, with the name, in
+/// ascending order. Numbers it does not know (syscalls newer than the library) are left out.
+pub fn x86_64_syscall_names() -> Vec<(i32, String)> {
+    (0..=1023)
+        .filter_map(|nr| {
+            ScmpSyscall::from(nr)
+                .get_name_by_arch(ScmpArch::X8664)
+                .ok()
+                .map(|name| (nr, name))
+        })
+        .collect()
+}
+
 fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
     // SAFETY: memfd_create with a static name; the fd is owned by the File.
     let fd = unsafe { libc::memfd_create(c"hearth-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
@@ -232,6 +277,46 @@ mod tests {
         }
         let program = SeccompProgram::compile(&rules).unwrap();
         assert!(program.instructions().len() > 50);
+    }
+
+    #[test]
+    fn rules_resolve_to_x86_64_numbers() {
+        let rules = parse(NATIVE_ALLOWLIST).unwrap();
+        let resolved = resolve(&rules).unwrap();
+        assert_eq!(resolved.len(), rules.len());
+        let nr_of = |name: &str| resolved.iter().find(|r| r.syscall == name).unwrap().nr;
+        assert_eq!(i64::from(nr_of("read")), libc::SYS_read);
+        assert_eq!(i64::from(nr_of("clone")), libc::SYS_clone);
+        assert_eq!(i64::from(nr_of("io_uring_setup")), libc::SYS_io_uring_setup);
+        assert_eq!(i64::from(nr_of("futex_waitv")), libc::SYS_futex_waitv);
+        let ioctl: Vec<_> = resolved.iter().filter(|r| r.syscall == "ioctl").collect();
+        assert!(ioctl.len() > 1);
+        assert!(ioctl.iter().all(|r| i64::from(r.nr) == libc::SYS_ioctl));
+        assert_eq!(ioctl[0].condition, Some((1, 0xffff_ffff, 0x5401)));
+        let unknown = resolve(&[Rule {
+            syscall: "no_such_syscall".into(),
+            action: Action::Allow,
+            condition: None,
+        }]);
+        assert!(matches!(unknown, Err(SeccompError::Compile(_))));
+    }
+
+    #[test]
+    fn x86_64_names_cover_the_table() {
+        let names = x86_64_syscall_names();
+        assert!(names.len() > 300, "{}", names.len());
+        assert!(names.windows(2).all(|w| w[0].0 < w[1].0));
+        let name = |nr: i64| {
+            names
+                .iter()
+                .find(|(n, _)| i64::from(*n) == nr)
+                .map(|(_, s)| s.as_str())
+        };
+        assert_eq!(name(libc::SYS_read), Some("read"));
+        assert_eq!(name(libc::SYS_getpid), Some("getpid"));
+        assert_eq!(name(libc::SYS_io_uring_setup), Some("io_uring_setup"));
+        // x32-only numbers are not x86_64 syscalls.
+        assert!(names.iter().all(|(nr, _)| *nr < 512), "{names:?}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum EnvCpus {
     /// own CPU, where waking them and being woken by them never crosses CPUs (no
     /// inter-processor interrupt) and the shard sleeps instead of spinning. An environment
     /// moves to the other CPUs when it serves alone (no overlap on its shard for 20 ms), or when
-    /// an invocation keeps it busy for more than 20 ms. (Moving sets the affinity of the
+    /// an invocation keeps it busy for more than 50 ms. (Moving sets the affinity of the
     /// function's first thread; threads it already started stay where they are.)
     #[default]
     Adaptive,

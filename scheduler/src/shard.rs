@@ -46,10 +46,12 @@ const HOST_SPIN_MAX: Duration = Duration::from_micros(100);
 /// How long after invocations last overlapped [`EnvCpus::Adaptive`] keeps treating the shard
 /// as loaded (environments stay on its CPU).
 const CONCURRENCY_MEMORY: Duration = Duration::from_millis(20);
-/// An invocation on the shard's own CPU ([`EnvCpus::Adaptive`]) that runs longer than this
-/// and spends at least half of the next such period on the CPU (not merely waiting for it) is
-/// moved to the other CPUs.
-const LOCAL_RUN_LIMIT: Duration = Duration::from_millis(20);
+/// An invocation on the shard's own CPU ([`EnvCpus::Adaptive`]) that runs longer than this is
+/// moved to the other CPUs. Long enough that invocations merely queued for the CPU under load
+/// (milliseconds here) stay; short against CPU-bound work. (The environment's CPU time would be
+/// the better signal, but the kernel updates it only at scheduler ticks, which a CPU running
+/// one task may not take.)
+const LOCAL_RUN_LIMIT: Duration = Duration::from_millis(50);
 /// Tasks (processes and threads) per environment, as in Lambda.
 const PIDS_PER_ENV: u64 = 1024;
 
@@ -154,8 +156,6 @@ struct Env {
     setup_done: bool,
     /// Runs on the shard's own CPU ([`EnvCpus::Adaptive`]).
     local: bool,
-    /// When a long invocation's CPU time was last read, and its value.
-    cpu_probe: Option<(Instant, Duration)>,
 }
 
 #[derive(Debug, Default)]
@@ -676,7 +676,6 @@ impl Shard {
             doorbell_armed: false,
             setup_done: false,
             local,
-            cpu_probe: None,
         });
         self.pools.entry(function.id()).or_default();
         Ok(key)
@@ -717,7 +716,6 @@ impl Shard {
                     let Some(inflight) = env.inflight.pop_front() else {
                         return;
                     };
-                    env.cpu_probe = None;
                     debug_assert_eq!(inflight.id, done.id, "the channel checks ids");
                     self.shared
                         .account
@@ -768,26 +766,12 @@ impl Shard {
                     let running =
                         deadline.map(|d| timeout.saturating_sub(d.saturating_duration_since(now)));
                     if env.local && running.is_some_and(|r| r >= LOCAL_RUN_LIMIT) {
-                        // A long invocation may hold the shard's CPU. Under load it may only be
-                        // waiting for it, so look at the CPU time it actually takes.
-                        let pid = env.process.pid();
-                        let cpu = crate::sys::cpu_time(pid);
-                        match (env.cpu_probe, cpu) {
-                            (None, Some(cpu)) => env.cpu_probe = Some((now, cpu)),
-                            (Some((then, before)), Some(cpu))
-                                if now.duration_since(then) >= LOCAL_RUN_LIMIT =>
-                            {
-                                let busy = cpu.saturating_sub(before);
-                                if busy * 2 >= now.duration_since(then) {
-                                    if let Some(cpus) = self.env_cpus.as_deref() {
-                                        if crate::sys::set_affinity(pid, cpus).is_ok() {
-                                            env.local = false;
-                                        }
-                                    }
-                                }
-                                env.cpu_probe = None;
+                        // A long invocation would hold the shard's CPU: let the kernel run it
+                        // on the others.
+                        if let Some(cpus) = self.env_cpus.as_deref() {
+                            if crate::sys::set_affinity(env.process.pid(), cpus).is_ok() {
+                                env.local = false;
                             }
-                            _ => {}
                         }
                     }
                     if deadline.is_some_and(|d| now >= d) {

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::Duration;
 
 /// CPUs this process may run on.
 pub(crate) fn allowed_cpus() -> Vec<usize> {
@@ -173,11 +172,4 @@ pub(crate) fn set_socket_option(
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// CPU time thread `tid` has consumed (`/proc/<tid>/schedstat`'s first field).
-pub(crate) fn cpu_time(tid: i32) -> Option<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
-    let ns = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
 }

@@ -88,3 +88,40 @@ pub fn invoke_environment(
         std::thread::sleep(Duration::from_micros(200));
     }
 }
+
+/// A directory holding the seccomp sweep function (`hearth-sweep`) as `bootstrap`, written
+/// once per test process like [`sample_code_dir`].
+pub fn sweep_code_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            workspace_binary("hearth-sweep"),
+            dir.path().join("bootstrap"),
+        )
+        .expect("copy the sweep function");
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), open).expect("chmod the code directory");
+        dir
+    })
+    .path()
+}
+
+/// A directory holding the escape suite's hostile function (`hearth-attack`) as `bootstrap`,
+/// mode 0755, written once per test process before any environment starts (as
+/// [`sample_code_dir`] does for the sample function).
+pub fn attack_code_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bootstrap = dir.path().join("bootstrap");
+        std::fs::copy(workspace_binary("hearth-attack"), &bootstrap)
+            .expect("copy the attack function");
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&bootstrap, open).expect("chmod the attack function");
+        let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), open).expect("chmod the code directory");
+        dir
+    })
+    .path()
+}

@@ -18,6 +18,10 @@
 //! | `remaining` | milliseconds or "" | sleeps that long, answers the milliseconds left before its deadline |
 //! | `probe`   | ignored             | answers a JSON report of what the sandbox allows          |
 //! | `env`     | ignored             | answers its environment variables as a JSON object        |
+//! | `forkbomb` | ignored            | forks sleeping children until fork fails, answers `forked N, then errno E` |
+//! | `filltmp` | ignored             | writes /tmp/fill until it fails, answers `wrote N MiB, then errno E` |
+//! | `flood`   | milliseconds        | writes to stdout as fast as it can for that long, answers `wrote N MiB` |
+//! | `orphans` | ignored             | starts double-forked, setsid'd sleepers, then never answers |
 #![allow(clippy::exit)] // `exit` and `crash` end the process on purpose
 
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -89,6 +93,81 @@ fn main() {
         "error" => Err(FnError::new("SampleError", String::from_utf8_lossy(event))),
         "big" => Ok(vec![b'x'; usize::try_from(number(event)?).unwrap_or(0)]),
         "probe" => Ok(probe::report().into_bytes()),
+        "forkbomb" => {
+            let mut forked = 0u64;
+            loop {
+                // SAFETY: fork in a single-threaded process; the child only sleeps.
+                match unsafe { libc::fork() } {
+                    0 => loop {
+                        // SAFETY: pause blocks until a signal; the child never returns.
+                        unsafe { libc::pause() };
+                    },
+                    pid if pid > 0 => forked += 1,
+                    _ => {
+                        let errno = std::io::Error::last_os_error();
+                        return Ok(format!(
+                            "forked {forked}, then errno {}",
+                            errno.raw_os_error().unwrap_or(0)
+                        )
+                        .into_bytes());
+                    }
+                }
+            }
+        }
+        "filltmp" => {
+            use std::io::Write;
+            let chunk = vec![b'x'; 1 << 20];
+            let mut file = std::fs::File::create("/tmp/fill")
+                .map_err(|e| FnError::new("FillError", e.to_string()))?;
+            let mut written = 0u64;
+            loop {
+                if let Err(e) = file.write_all(&chunk) {
+                    return Ok(format!(
+                        "wrote {written} MiB, then errno {}",
+                        e.raw_os_error().unwrap_or(0)
+                    )
+                    .into_bytes());
+                }
+                written += 1;
+            }
+        }
+        "flood" => {
+            use std::io::Write;
+            let ms = number(event)?;
+            let end = Instant::now() + Duration::from_millis(ms);
+            let chunk = vec![b'y'; 64 << 10];
+            let mut out = std::io::stdout().lock();
+            let mut written = 0usize;
+            while Instant::now() < end {
+                if out.write_all(&chunk).is_err() {
+                    break;
+                }
+                written += chunk.len();
+            }
+            Ok(format!("wrote {} MiB", written >> 20).into_bytes())
+        }
+        "orphans" => {
+            for _ in 0..4 {
+                // SAFETY: fork in a single-threaded process; the children only fork, setsid
+                // and sleep.
+                if unsafe { libc::fork() } == 0 {
+                    // SAFETY: a new session, away from the function's.
+                    unsafe { libc::setsid() };
+                    // SAFETY: the grandchild is reparented to the namespace's init.
+                    if unsafe { libc::fork() } == 0 {
+                        loop {
+                            // SAFETY: pause blocks until a signal.
+                            unsafe { libc::pause() };
+                        }
+                    }
+                    // SAFETY: the middle process leaves at once.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         "env" => {
             let vars: serde_json::Map<String, serde_json::Value> = std::env::vars()
                 .map(|(k, v)| (k, serde_json::Value::String(v)))
