@@ -6,7 +6,19 @@
 //!                                                  function's `probe`; print its JSON report
 //! hearth-sandbox-helper hold STATE_DIR CODE_DIR    start one echo environment, print its pid
 //!                                                  once it has answered, then wait forever
+//! hearth-sandbox-helper attack STATE_DIR CODE_DIR HANDLER [--invokes=N] [--timeout-ms=MS]
+//!                       [KEY=VALUE...]             the escape suite, rootless: see below
 //! ```
+//!
+//! `attack` plays the scheduler for `tests/tests/escape_rootless.rs`: it starts a sibling
+//! environment (handler `sibling`), then invokes `HANDLER` of the code in `CODE_DIR` (the
+//! `hearth-attack` function as `bootstrap`) N times (default 1) with `KEY=VALUE...` and
+//! `HEARTH_ATTACK_HOST_PID`/`_HOST_PGID` (this process, the scheduler here) and
+//! `HEARTH_ATTACK_SIBLING_PID` in its environment. An environment is reused while it is alive
+//! and its channel is quiet (as the scheduler's `pick` does), else a new one starts. Each answer
+//! is reported as Lambda would classify it: `null` (the function's JSON report), or
+//! `Runtime.ExitError` / `Runtime.InvalidResponse` / `Sandbox.Timedout` with a message. Then it
+//! checks the sibling is alive and answers from the same environment, and prints one JSON line.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +46,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: hearth-sandbox-helper probe|hold STATE_DIR CODE_DIR".into());
     };
     let handler = match mode.as_str() {
+        "attack" => return attack(&state, &code, args.collect()),
         "probe" => "probe",
         "hold" => "echo",
         other => return Err(format!("unknown mode {other}").into()),
@@ -75,6 +88,171 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut report: serde_json::Value = serde_json::from_slice(&answer)?;
     report["rootless"] = serde_json::json!(sandbox.rootless());
     report["cgroups"] = serde_json::json!(sandbox.hierarchy().is_some());
+    println!("{report}");
+    Ok(())
+}
+
+/// One environment with its channel, as the scheduler holds it.
+struct Live {
+    channel: HostChannel,
+    env: hearth_sandbox::Environment,
+}
+
+fn spawn_live(
+    sandbox: &Sandbox,
+    code: &std::path::Path,
+    env: &[(String, String)],
+) -> Result<Live, Box<dyn std::error::Error>> {
+    let channel = HostChannel::create()?;
+    let env = sandbox.spawn(&EnvSpec {
+        code_dir: code,
+        command: "/var/task/bootstrap",
+        args: &[],
+        env,
+        channel: channel.guest_fd(),
+        stdout: None,
+        stderr: None,
+        limits: Limits {
+            memory_bytes: 128 << 20,
+            pids: 1024,
+            cpu_weight: 100,
+        },
+        tmp_bytes: 16 << 20,
+        cpus: None,
+    })?;
+    Ok(Live { channel, env })
+}
+
+/// Invokes `live` once with `{}`: `Ok(body)` for the function's answer, `Err((errorType,
+/// message))` for what the scheduler would answer instead (the environment is then dead).
+fn invoke_live(live: &mut Live, timeout: Duration) -> Result<Vec<u8>, (&'static str, String)> {
+    let invalid = |e: String| ("Runtime.InvalidResponse", e);
+    live.channel
+        .submit(b"{}", &hearth_ipc::RequestMeta::default())
+        .map_err(|e| invalid(e.to_string()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    loop {
+        match live.channel.poll(&mut out) {
+            Ok(Some(_)) => return Ok(out),
+            Ok(None) => {}
+            Err(e) => return Err(invalid(e.to_string())),
+        }
+        if let hearth_sandbox::SetupState::Failed(failure) = live.env.poll_setup() {
+            return Err(("Sandbox.Setup", failure.to_string()));
+        }
+        match live.env.try_wait() {
+            Ok(Some(status)) => {
+                return Err((
+                    "Runtime.ExitError",
+                    format!("Runtime exited with error: {status}"),
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(("Sandbox.Wait", e.to_string())),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(("Sandbox.Timedout", "timed out".into()));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn attack(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let mut rest = rest.into_iter();
+    let handler = rest.next().ok_or("attack: no HANDLER")?;
+    let mut invokes = 1;
+    let mut timeout = Duration::from_secs(10);
+    let mut env = vec![(hearth_ipc::CHANNEL_FD_ENV.to_owned(), "3".to_owned())];
+    for arg in rest {
+        if let Some(n) = arg.strip_prefix("--invokes=") {
+            invokes = n.parse()?;
+        } else if let Some(ms) = arg.strip_prefix("--timeout-ms=") {
+            timeout = Duration::from_millis(ms.parse()?);
+        } else {
+            let (k, v) = arg.split_once('=').ok_or("attack: expected KEY=VALUE")?;
+            env.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    // SAFETY: getpgrp cannot fail.
+    let pgid = unsafe { libc::getpgrp() };
+    env.push((
+        "HEARTH_ATTACK_HOST_PID".to_owned(),
+        std::process::id().to_string(),
+    ));
+    env.push(("HEARTH_ATTACK_HOST_PGID".to_owned(), pgid.to_string()));
+    let sandbox = Sandbox::new(SandboxConfig {
+        state_dir: PathBuf::from(state),
+        cgroups: CgroupPolicy::BestEffortWhenRootless,
+        ..SandboxConfig::default()
+    })?;
+    let code = PathBuf::from(code);
+    let with = |extra: &[(&str, String)]| {
+        let mut all = env.clone();
+        all.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        all
+    };
+
+    let sibling_env = with(&[
+        ("_HANDLER", "sibling".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", format!("escape-sibling-{handler}")),
+    ]);
+    let mut sibling = spawn_live(&sandbox, &code, &sibling_env)?;
+    let first = invoke_live(&mut sibling, Duration::from_secs(10))
+        .map_err(|(t, m)| format!("the sibling did not answer: {t}: {m}"))?;
+    let sibling_pid = sibling.env.pid();
+
+    let attack_env = with(&[
+        ("_HANDLER", handler.clone()),
+        ("AWS_LAMBDA_FUNCTION_NAME", format!("escape-rootless-{handler}")),
+        ("HEARTH_ATTACK_SIBLING_PID", sibling_pid.to_string()),
+    ]);
+    let mut live: Option<Live> = None;
+    let mut answers = Vec::new();
+    for _ in 0..invokes {
+        let reusable = live.as_mut().is_some_and(|l| {
+            matches!(l.env.try_wait(), Ok(None)) && l.channel.check_quiet().is_ok()
+        });
+        let cold = !reusable;
+        if cold {
+            live = Some(spawn_live(&sandbox, &code, &attack_env)?);
+        }
+        let current = live.as_mut().ok_or("no environment")?;
+        let env_pid = current.env.pid();
+        let answer = match invoke_live(current, timeout) {
+            Ok(body) => {
+                let body = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                    serde_json::json!(String::from_utf8_lossy(&body).into_owned())
+                });
+                serde_json::json!({"error": null, "body": body})
+            }
+            Err((kind, message)) => {
+                if let Some(mut dead) = live.take() {
+                    dead.env.kill();
+                    let _ = dead.env.wait();
+                }
+                serde_json::json!({"error": kind, "message": message})
+            }
+        };
+        let mut answer = answer;
+        answer["cold"] = serde_json::json!(cold);
+        answer["env_pid"] = serde_json::json!(env_pid);
+        answers.push(answer);
+    }
+    drop(live);
+
+    let sibling_alive = matches!(sibling.env.try_wait(), Ok(None));
+    let again = invoke_live(&mut sibling, Duration::from_secs(10));
+    let report = serde_json::json!({
+        "rootless": sandbox.rootless(),
+        "cgroups": sandbox.hierarchy().is_some(),
+        "sibling_first": serde_json::from_slice::<serde_json::Value>(&first).ok(),
+        "sibling_pid": sibling_pid,
+        "sibling_alive": sibling_alive,
+        "sibling_answers": again.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_else(|(t, m)| format!("{t}: {m}")),
+        "answers": answers,
+    });
     println!("{report}");
     Ok(())
 }
