@@ -126,10 +126,15 @@ fn spawn_live(
 /// Invokes `live` once with `{}`: `Ok(body)` for the function's answer, `Err((errorType,
 /// message))` for what the scheduler would answer instead (the environment is then dead).
 fn invoke_live(live: &mut Live, timeout: Duration) -> Result<Vec<u8>, (&'static str, String)> {
-    let invalid = |e: String| ("Runtime.InvalidResponse", e);
     live.channel
         .submit(b"{}", &hearth_ipc::RequestMeta::default())
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| ("Runtime.InvalidResponse", e.to_string()))?;
+    await_live(live, timeout)
+}
+
+/// Waits for the answer to the request submitted to `live`, as [`invoke_live`] says.
+fn await_live(live: &mut Live, timeout: Duration) -> Result<Vec<u8>, (&'static str, String)> {
+    let invalid = |e: String| ("Runtime.InvalidResponse", e);
     let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     loop {
@@ -195,7 +200,10 @@ fn attack(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
 
     let sibling_env = with(&[
         ("_HANDLER", "sibling".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_NAME", format!("escape-sibling-{handler}")),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME",
+            format!("escape-sibling-{handler}"),
+        ),
     ]);
     let mut sibling = spawn_live(&sandbox, &code, &sibling_env)?;
     let first = invoke_live(&mut sibling, Duration::from_secs(10))
@@ -204,22 +212,51 @@ fn attack(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
 
     let attack_env = with(&[
         ("_HANDLER", handler.clone()),
-        ("AWS_LAMBDA_FUNCTION_NAME", format!("escape-rootless-{handler}")),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME",
+            format!("escape-rootless-{handler}"),
+        ),
         ("HEARTH_ATTACK_SIBLING_PID", sibling_pid.to_string()),
     ]);
     let mut live: Option<Live> = None;
     let mut answers = Vec::new();
-    for _ in 0..invokes {
-        let reusable = live.as_mut().is_some_and(|l| {
-            matches!(l.env.try_wait(), Ok(None)) && l.channel.check_quiet().is_ok()
-        });
-        let cold = !reusable;
-        if cold {
-            live = Some(spawn_live(&sandbox, &code, &attack_env)?);
+    for i in 0..invokes {
+        if i > 0 {
+            // What escape.rs does between invocations: let an environment that exits after
+            // answering be gone, so the next pick sees it.
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let current = live.as_mut().ok_or("no environment")?;
+        // As the scheduler's `invoke_on`: a picked environment that is dead, answered twice or
+        // corrupted its request ring (the submit says so) is killed, and a new one starts.
+        let mut retired = Vec::new();
+        let mut cold = false;
+        for _ in 0..4 {
+            let reusable = live.as_mut().is_some_and(|l| {
+                matches!(l.env.try_wait(), Ok(None)) && l.channel.check_quiet().is_ok()
+            });
+            if !reusable {
+                live = Some(spawn_live(&sandbox, &code, &attack_env)?);
+                cold = true;
+            }
+            let current = live.as_mut().ok_or("no environment")?;
+            match current
+                .channel
+                .submit(b"{}", &hearth_ipc::RequestMeta::default())
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    retired.push(format!("{}: {e}", current.env.pid()));
+                    current.env.kill();
+                    let _ = current.env.wait();
+                    live = None;
+                }
+            }
+        }
+        let current = live
+            .as_mut()
+            .ok_or("no healthy environment took the invocation")?;
         let env_pid = current.env.pid();
-        let answer = match invoke_live(current, timeout) {
+        let answer = match await_live(current, timeout) {
             Ok(body) => {
                 let body = serde_json::from_slice(&body).unwrap_or_else(|_| {
                     serde_json::json!(String::from_utf8_lossy(&body).into_owned())
@@ -237,6 +274,7 @@ fn attack(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
         let mut answer = answer;
         answer["cold"] = serde_json::json!(cold);
         answer["env_pid"] = serde_json::json!(env_pid);
+        answer["retired"] = serde_json::json!(retired);
         answers.push(answer);
     }
     drop(live);
