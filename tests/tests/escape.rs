@@ -792,7 +792,13 @@ fn fd_leak_walk_finds_only_stdio_and_the_channel() {
     let numbers: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(numbers, ["0", "1", "2", "3"], "{}", report["detail"]);
     for (fd, target) in &fds[..3] {
-        assert_eq!(target, "/dev/null", "fd {fd}");
+        // The daemon's own /dev/null: a daemon running in a chroot shows up in the path (the
+        // device is outside the environment's root), which names that directory and nothing
+        // more.
+        assert!(
+            target == "/dev/null" || target.ends_with("/dev/null"),
+            "fd {fd} is /dev/null: {target}"
+        );
     }
     assert!(
         fds[3].1.starts_with("/memfd:hearth-channel"),

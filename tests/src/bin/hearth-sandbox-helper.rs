@@ -8,6 +8,9 @@
 //!                                                  once it has answered, then wait forever
 //! hearth-sandbox-helper attack STATE_DIR CODE_DIR HANDLER [--invokes=N] [--timeout-ms=MS]
 //!                       [KEY=VALUE...]             the escape suite, rootless: see below
+//! hearth-sandbox-helper invoke STATE_DIR CODE_DIR HANDLER [--timeout-ms=MS] [--memory-mb=N]
+//!                                                  invoke HANDLER once with the event read
+//!                                                  from stdin: see below
 //! ```
 //!
 //! `attack` plays the scheduler for `tests/tests/escape_rootless.rs`: it starts a sibling
@@ -19,6 +22,14 @@
 //! is reported as Lambda would classify it: `null` (the function's JSON report), or
 //! `Runtime.ExitError` / `Runtime.InvalidResponse` / `Sandbox.Timedout` with a message. Then it
 //! checks the sibling is alive and answers from the same environment, and prints one JSON line.
+//!
+//! `invoke` plays the scheduler for one invocation with a real event (the seccomp sweep's,
+//! rootless, in `tests/tests/seccomp_sweep.rs`): it starts one environment running `HANDLER` of
+//! the code in `CODE_DIR` with MB of memory (default 512) and the scheduler's pids limit,
+//! its stdout and stderr going to this process's stderr, sends it stdin as the event and
+//! waits up to MS (default 60 000) for the answer. It prints one JSON line: `rootless`,
+//! `cgroups`, `error` (`null`, or the Lambda error type as `attack` reports it), `message` and
+//! `body` (the function's answer, as a string).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let handler = match mode.as_str() {
         "attack" => return attack(&state, &code, args.collect()),
+        "invoke" => return invoke(&state, &code, args.collect()),
         "probe" => "probe",
         "hold" => "echo",
         other => return Err(format!("unknown mode {other}").into()),
@@ -290,6 +302,104 @@ fn attack(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
         "sibling_answers": again.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_else(|(t, m)| format!("{t}: {m}")),
         "answers": answers,
+    });
+    println!("{report}");
+    Ok(())
+}
+
+fn invoke(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    let mut rest = rest.into_iter();
+    let handler = rest.next().ok_or("invoke: no HANDLER")?;
+    let mut timeout = Duration::from_secs(60);
+    let mut memory_mb: u64 = 512;
+    for arg in rest {
+        if let Some(ms) = arg.strip_prefix("--timeout-ms=") {
+            timeout = Duration::from_millis(ms.parse()?);
+        } else if let Some(mb) = arg.strip_prefix("--memory-mb=") {
+            memory_mb = mb.parse()?;
+        } else {
+            return Err(format!("invoke: unknown argument {arg}").into());
+        }
+    }
+    let mut event = Vec::new();
+    std::io::stdin().read_to_end(&mut event)?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        state_dir: PathBuf::from(state),
+        cgroups: CgroupPolicy::BestEffortWhenRootless,
+        ..SandboxConfig::default()
+    })?;
+    let env = [
+        ("_HANDLER".to_owned(), handler.clone()),
+        ("AWS_LAMBDA_FUNCTION_NAME".to_owned(), handler),
+        (hearth_ipc::CHANNEL_FD_ENV.to_owned(), "3".to_owned()),
+    ];
+    let stderr = std::io::stderr();
+    let mut channel = HostChannel::create()?;
+    let environment = sandbox.spawn(&EnvSpec {
+        code_dir: &PathBuf::from(code),
+        command: "/var/task/bootstrap",
+        args: &[],
+        env: &env,
+        channel: channel.guest_fd(),
+        stdout: Some(stderr.as_fd()),
+        stderr: Some(stderr.as_fd()),
+        limits: Limits {
+            memory_bytes: memory_mb << 20,
+            // The scheduler's limit per environment.
+            pids: 1024,
+            cpu_weight: 100,
+        },
+        // The scheduler's default ephemeral storage.
+        tmp_bytes: 512 << 20,
+        cpus: None,
+    })?;
+    channel.submit(&event, &hearth_ipc::RequestMeta::default())?;
+    let mut live = Live {
+        channel,
+        env: environment,
+    };
+    // As `await_live`, keeping the answer's status: a handler's error is `Function.Error`.
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    let (error, message) = loop {
+        match live.channel.poll(&mut out) {
+            Ok(Some(done)) => match done.status {
+                hearth_ipc::ResponseStatus::Ok => break (None, String::new()),
+                other => break (Some("Function.Error"), format!("{other:?}")),
+            },
+            Ok(None) => {}
+            Err(e) => break (Some("Runtime.InvalidResponse"), e.to_string()),
+        }
+        if let hearth_sandbox::SetupState::Failed(failure) = live.env.poll_setup() {
+            break (Some("Sandbox.Setup"), failure.to_string());
+        }
+        match live.env.try_wait() {
+            Ok(Some(status)) => {
+                break (
+                    Some("Runtime.ExitError"),
+                    format!("Runtime exited with error: {status}"),
+                )
+            }
+            Ok(None) => {}
+            Err(e) => break (Some("Sandbox.Wait"), e.to_string()),
+        }
+        if std::time::Instant::now() > deadline {
+            break (Some("Sandbox.Timedout"), "timed out".to_owned());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let body = String::from_utf8_lossy(&out).into_owned();
+    live.env.kill();
+    let _ = live.env.wait();
+    let report = serde_json::json!({
+        "rootless": sandbox.rootless(),
+        "cgroups": sandbox.hierarchy().is_some(),
+        "error": error,
+        "message": message,
+        "body": body,
     });
     println!("{report}");
     Ok(())
