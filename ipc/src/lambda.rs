@@ -3,17 +3,25 @@
 //! Shared by the runtime, which writes error documents, and the scheduler, which writes its own
 //! (timeouts, exits) and formats request ids.
 
+/// Request id bytes as a UUID's text (`8-4-4-4-12` lowercase hex), without allocating.
+pub fn request_id_text(id: &[u8; 16]) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, b) in id.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 15)];
+        at += 2;
+    }
+    out
+}
+
 /// Formats request id bytes as a UUID (`8-4-4-4-12` lowercase hex).
 pub fn format_request_id(id: &[u8; 16]) -> String {
-    let h: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    String::from_utf8_lossy(&request_id_text(id)).into_owned()
 }
 
 /// Lambda's error document: `{"errorMessage": message, "errorType": error_type}`.

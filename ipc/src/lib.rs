@@ -47,5 +47,5 @@ pub use error::{ChannelError, ProtocolError, RingSide, SubmitError};
 pub use guest::{GuestChannel, GuestRequest, CHANNEL_FD_ENV};
 #[cfg(not(loom))]
 pub use host::{Completion, HostChannel, RequestMeta};
-pub use lambda::{error_document, format_request_id};
+pub use lambda::{error_document, format_request_id, request_id_text};
 pub use layout::{ResponseStatus, MAX_PAYLOAD, SLOTS};

@@ -154,22 +154,11 @@ impl FunctionConfig {
                 self.ephemeral_storage_mb
             ));
         }
-        let env_bytes: usize = self
-            .environment
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum();
-        if env_bytes > 4096 {
-            return bad(format!("Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. Actual size: {env_bytes} bytes"));
-        }
-        if let Some((k, _)) = self.environment.iter().find(|(k, _)| {
-            RESERVED_ENV.contains(&k.as_str())
-                || k.is_empty()
-                || k.contains('=')
-                || k.contains('\0')
-        }) {
-            return bad(format!("Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {k}"));
-        }
+        check_environment(
+            self.environment
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
         if !(1..=hearth_ipc::SLOTS).contains(&self.pipeline_depth) {
             return bad(format!(
                 "pipeline depth must be between 1 and {} (got {})",
@@ -185,6 +174,26 @@ impl FunctionConfig {
         }
         Ok(())
     }
+}
+
+/// Lambda's rules for a function's environment variables: 4 KB of keys and values in all, and
+/// none of the keys Lambda sets itself (all of them are named in the error).
+pub(crate) fn check_environment<'a>(
+    env: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Result<(), RegistryError> {
+    let bad = |m: String| Err(RegistryError::InvalidParameter(m));
+    let size: usize = env.clone().map(|(k, v)| k.len() + v.len()).sum();
+    if size > 4096 {
+        return bad(format!("Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {size} bytes"));
+    }
+    let reserved: Vec<&str> = env
+        .map(|(k, _)| k)
+        .filter(|k| RESERVED_ENV.contains(k) || k.is_empty() || k.contains(['=', '\0']))
+        .collect();
+    if !reserved.is_empty() {
+        return bad(format!("Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}", reserved.join(", ")));
+    }
+    Ok(())
 }
 
 /// Variables Lambda sets itself and refuses in a function's configuration.

@@ -230,22 +230,6 @@ fn slot_env_mut(slots: &mut [Slot], key: Key) -> Option<&mut Env> {
         .and_then(|s| s.env.as_mut())
 }
 
-/// Lambda's request id bytes (a version 4 UUID) from a xorshift generator: unique, not secret.
-fn next_request_id(state: &mut u64) -> [u8; 16] {
-    let mut next = || {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    };
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&next().to_le_bytes());
-    id[8..].copy_from_slice(&next().to_le_bytes());
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id
-}
-
 impl Shard {
     pub(crate) fn new(
         index: usize,
@@ -470,7 +454,7 @@ impl Shard {
         sync: bool,
         ticket: Ticket,
     ) -> Result<(), InvokeError> {
-        let request_id = next_request_id(&mut self.rng);
+        let request_id = crate::sys::uuid_v4(&mut self.rng);
         let timeout = function.config().timeout;
         let meta = RequestMeta {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),

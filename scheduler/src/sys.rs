@@ -113,6 +113,17 @@ pub(crate) fn next_random(state: &mut u64) -> u64 {
     *state
 }
 
+/// A version 4 UUID's bytes from the xorshift state: Lambda's request ids and revision ids
+/// (unique, not secret).
+pub(crate) fn uuid_v4(state: &mut u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&next_random(state).to_le_bytes());
+    id[8..].copy_from_slice(&next_random(state).to_le_bytes());
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
 /// `addr` as a `sockaddr_storage` and its length.
 pub(crate) fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.

@@ -125,3 +125,135 @@ pub fn attack_code_dir() -> &'static Path {
     })
     .path()
 }
+
+/// Host pids of the processes whose environment names Lambda function `name`
+/// (`AWS_LAMBDA_FUNCTION_NAME`, which hearth sets in every environment): all processes of that
+/// function's environments, zombies included.
+pub fn function_pids(name: &str) -> Vec<i32> {
+    let marker = format!("AWS_LAMBDA_FUNCTION_NAME={name}\0");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// The host's mounts as this process sees them: mount point, type, source and options.
+pub fn host_mounts() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (left, right) = line.split_once(" - ").unwrap_or((line, ""));
+            let fields: Vec<&str> = left.split(' ').collect();
+            format!(
+                "{} {} {}",
+                fields.get(4).unwrap_or(&""),
+                fields.get(5).unwrap_or(&""),
+                right
+            )
+        })
+        .collect()
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The host's IPv4 addresses (every interface's).
+pub fn host_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
+    let mut found = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return found;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: `ifa_addr` points to a socket address that starts with its family.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(family) == libc::AF_INET {
+                // SAFETY: an AF_INET address is a `sockaddr_in`.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                found.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated, once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// The unprivileged user the rootless tests run hearth as.
+pub const NOBODY: u32 = 65534;
+
+/// What an unprivileged hearth needs, where uid [`NOBODY`] may read and execute it (the build
+/// directory may sit under /root): `hearth-sandbox-helper`, a function binary as
+/// `code/bootstrap`, and a state directory it owns.
+#[derive(Debug)]
+pub struct RootlessDir {
+    /// The temporary directory holding it all (mode 0755).
+    pub dir: tempfile::TempDir,
+    /// The helper binary.
+    pub helper: PathBuf,
+    /// The function's code directory.
+    pub code: PathBuf,
+    /// The helper's state directory, owned by [`NOBODY`].
+    pub state: PathBuf,
+}
+
+impl RootlessDir {
+    /// Prepares it with workspace binary `function` as the code.
+    pub fn new(prefix: &str, function: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), open.clone()).unwrap();
+        let helper = dir.path().join("hearth-sandbox-helper");
+        std::fs::copy(workspace_binary("hearth-sandbox-helper"), &helper).unwrap();
+        std::fs::set_permissions(&helper, open.clone()).unwrap();
+        let code = dir.path().join("code");
+        std::fs::create_dir(&code).unwrap();
+        std::fs::set_permissions(&code, open.clone()).unwrap();
+        std::fs::copy(workspace_binary(function), code.join("bootstrap")).unwrap();
+        std::fs::set_permissions(code.join("bootstrap"), open).unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+        Self {
+            dir,
+            helper,
+            code,
+            state,
+        }
+    }
+}
+
+/// Asserts that hearth refused rootless mode in a chroot, saying why: the kernel creates no
+/// user namespace for a process in a chroot (clone(2), EPERM).
+pub fn assert_rootless_refused_in_chroot(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the kernel refuses to create user namespaces from inside a chroot"),
+        "{stderr}"
+    );
+    eprintln!("in a chroot: rootless mode refused with a clear error, as it must be");
+}

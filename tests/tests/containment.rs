@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hearth_scheduler::{
     Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, SandboxConfig,
 };
-use hearth_tests::{require_root, sample_code_dir};
+use hearth_tests::{function_pids, require_root, sample_code_dir};
 
 struct Fixture {
     engine: Arc<Engine>,
@@ -109,29 +109,6 @@ impl Neighbour {
             .expect("the neighbour never got a wrong answer");
         (self.answered.load(Ordering::Relaxed), slowest)
     }
-}
-
-/// Host pids of the processes of function `name`'s environments (their environment names it).
-fn function_pids(name: &str) -> Vec<i32> {
-    let marker = format!("AWS_LAMBDA_FUNCTION_NAME={name}\0");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if environ
-            .windows(marker.len())
-            .any(|w| w == marker.as_bytes())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// Waits until function `name` has no process left on the host.

@@ -23,7 +23,7 @@
 //! with its environments and cgroups, when the test process exits.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
@@ -133,7 +133,7 @@ impl Suite {
         let port = v4.local_addr().unwrap().port();
         let mut targets = vec![format!("127.0.0.1:{port}")];
         targets.extend(
-            host_ipv4_addresses()
+            hearth_tests::host_ipv4_addresses()
                 .into_iter()
                 .filter(|a| !a.is_loopback())
                 .map(|a| format!("{a}:{port}")),
@@ -294,7 +294,7 @@ impl Suite {
         }
         HostState {
             binaries,
-            mounts: mounts(),
+            mounts: hearth_tests::host_mounts(),
             files,
             tree,
             strays,
@@ -362,76 +362,6 @@ fn walk(dir: &Path, out: &mut Vec<String>) {
             out.push(describe(&path));
         }
     }
-}
-
-/// The host's mounts as this process sees them: mount point, type, source and options.
-fn mounts() -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let (left, right) = line.split_once(" - ").unwrap_or((line, ""));
-            let fields: Vec<&str> = left.split(' ').collect();
-            format!(
-                "{} {} {}",
-                fields.get(4).unwrap_or(&""),
-                fields.get(5).unwrap_or(&""),
-                right
-            )
-        })
-        .collect()
-}
-
-fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
-    let mut found = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list that is freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return found;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: `ifa_addr` points to a socket address that starts with its family.
-            let family = unsafe { (*ifa.ifa_addr).sa_family };
-            if i32::from(family) == libc::AF_INET {
-                // SAFETY: an AF_INET address is a `sockaddr_in`.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                found.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees the list getifaddrs allocated, once.
-    unsafe { libc::freeifaddrs(head) };
-    found
-}
-
-/// Pids of the host's processes whose environment holds `AWS_LAMBDA_FUNCTION_NAME=function`.
-fn processes_of(function: &str) -> Vec<i32> {
-    let needle = format!("AWS_LAMBDA_FUNCTION_NAME={function}\0");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
-        .collect()
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 // ----- one attack -------------------------------------------------------------------------------
@@ -502,10 +432,10 @@ impl Run {
             e.delete_function(&self.function).unwrap();
         });
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut left = processes_of(&self.function);
+        let mut left = hearth_tests::function_pids(&self.function);
         while !left.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
-            left = processes_of(&self.function);
+            left = hearth_tests::function_pids(&self.function);
         }
         assert!(
             left.is_empty(),
@@ -537,11 +467,11 @@ fn check_host(attack: &str) {
         "{attack}: files appeared on the host"
     );
     assert!(
-        alive(s.victim_pid),
+        hearth_tests::process_alive(s.victim_pid),
         "{attack}: the host's victim process died"
     );
     assert!(
-        alive(s.sibling_pid),
+        hearth_tests::process_alive(s.sibling_pid),
         "{attack}: the sibling environment died"
     );
     let (outcome, body) = s
@@ -651,10 +581,13 @@ fn assert_invalid_response(attack: &str, answer: &Answer) {
 
 fn wait_gone(attack: &str, pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(pid) && Instant::now() < deadline {
+    while hearth_tests::process_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(!alive(pid), "{attack}: environment {pid} was not killed");
+    assert!(
+        !hearth_tests::process_alive(pid),
+        "{attack}: environment {pid} was not killed"
+    );
 }
 
 /// The step whose call starts with `call`.

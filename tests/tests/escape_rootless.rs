@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use hearth_tests::{require_root, workspace_binary};
 use serde_json::Value;
 
-const NOBODY: u32 = 65534;
+use hearth_tests::NOBODY;
 
 /// What rootless mode does not check on this kind of host, and why: said plainly.
 const NEEDS_ROOT: &[(&str, &str)] = &[
@@ -291,14 +291,7 @@ fn every_escape_attack_is_blocked_in_rootless_mode() {
     if hearth_sandbox::chrooted() {
         // The kernel creates no user namespace for a process in a chroot (clone(2), EPERM);
         // hearth must say so plainly instead of failing at the first environment.
-        let out = host.helper("mount", 1, 10_000);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(
-            stderr.contains("the kernel refuses to create user namespaces from inside a chroot"),
-            "{stderr}"
-        );
-        eprintln!("in a chroot: rootless mode refused with a clear error, as it must be");
+        hearth_tests::assert_rootless_refused_in_chroot(&host.helper("mount", 1, 10_000));
         return;
     }
     let started = Instant::now();
@@ -399,25 +392,13 @@ impl Drop for Host {
 
 impl Host {
     fn start() -> Host {
-        // Everything the unprivileged user needs, where it may read and execute it (the build
-        // directory may sit under /root): the helper, the attack function as `bootstrap`, a state
-        // directory it owns.
-        let dir = tempfile::Builder::new()
-            .prefix("hearth-rootless-escape")
-            .tempdir()
-            .unwrap();
+        let hearth_tests::RootlessDir {
+            dir,
+            helper,
+            code,
+            state,
+        } = hearth_tests::RootlessDir::new("hearth-rootless-escape", "hearth-attack");
         let open = std::fs::Permissions::from_mode(0o755);
-        std::fs::set_permissions(dir.path(), open.clone()).unwrap();
-        let helper = dir.path().join("hearth-sandbox-helper");
-        std::fs::copy(workspace_binary("hearth-sandbox-helper"), &helper).unwrap();
-        let code = dir.path().join("code");
-        std::fs::create_dir(&code).unwrap();
-        std::fs::set_permissions(&code, open.clone()).unwrap();
-        std::fs::copy(workspace_binary("hearth-attack"), code.join("bootstrap")).unwrap();
-        std::fs::set_permissions(code.join("bootstrap"), open.clone()).unwrap();
-        let state = dir.path().join("state");
-        std::fs::create_dir(&state).unwrap();
-        std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
         // The canary: a host file the attacks aim symlinks at, writable by nobody but root.
         let canary_dir = dir.path().join("hearth-escape-canary");
         std::fs::create_dir(&canary_dir).unwrap();
@@ -435,7 +416,7 @@ impl Host {
         let port = v4.local_addr().unwrap().port();
         let mut targets = vec![format!("127.0.0.1:{port}")];
         targets.extend(
-            host_ipv4_addresses()
+            hearth_tests::host_ipv4_addresses()
                 .into_iter()
                 .filter(|a| !a.is_loopback())
                 .map(|a| format!("{a}:{port}")),
@@ -573,7 +554,7 @@ impl Host {
         }
         HostState {
             binaries,
-            mounts: mounts(),
+            mounts: hearth_tests::host_mounts(),
             files,
             strays,
         }
@@ -617,7 +598,7 @@ impl Host {
             "{attack}: files appeared on the host"
         );
         assert!(
-            alive(i32::try_from(self.victim.id()).unwrap()),
+            hearth_tests::process_alive(i32::try_from(self.victim.id()).unwrap()),
             "{attack}: the host's victim process died"
         );
         for listener in &self.listeners {
@@ -694,81 +675,14 @@ fn walk(dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// The host's mounts as this process sees them: mount point, type, source and options.
-fn mounts() -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let (left, right) = line.split_once(" - ").unwrap_or((line, ""));
-            let fields: Vec<&str> = left.split(' ').collect();
-            format!(
-                "{} {} {}",
-                fields.get(4).unwrap_or(&""),
-                fields.get(5).unwrap_or(&""),
-                right
-            )
-        })
-        .collect()
-}
-
-fn host_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
-    let mut found = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list that is freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return found;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: `ifa_addr` points to a socket address that starts with its family.
-            let family = unsafe { (*ifa.ifa_addr).sa_family };
-            if i32::from(family) == libc::AF_INET {
-                // SAFETY: an AF_INET address is a `sockaddr_in`.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                found.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees the list getifaddrs allocated, once.
-    unsafe { libc::freeifaddrs(head) };
-    found
-}
-
-/// Pids of the host's processes started for `attack` (its environments and its sibling).
+/// Live processes of an attack's function or its sibling.
 fn processes_of(attack: &str) -> Vec<i32> {
-    let needles = [
-        format!("AWS_LAMBDA_FUNCTION_NAME=escape-rootless-{attack}\0"),
-        format!("AWS_LAMBDA_FUNCTION_NAME=escape-sibling-{attack}\0"),
-    ];
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                needles
-                    .iter()
-                    .any(|n| env.windows(n.len()).any(|w| w == n.as_bytes()))
-            })
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    let mut pids = hearth_tests::function_pids(&format!("escape-rootless-{attack}"));
+    pids.extend(hearth_tests::function_pids(&format!(
+        "escape-sibling-{attack}"
+    )));
+    pids.retain(|pid| hearth_tests::process_alive(*pid));
+    pids
 }
 
 // ----- expectations -----------------------------------------------------------------------------

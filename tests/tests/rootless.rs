@@ -12,7 +12,7 @@ use std::process::Command;
 use hearth_tests::{require_root, sample_code_dir, workspace_binary};
 use serde_json::Value;
 
-const NOBODY: u32 = 65534;
+use hearth_tests::NOBODY;
 
 #[test]
 fn an_unprivileged_hearth_isolates_environments_in_user_namespaces() {
@@ -40,15 +40,7 @@ fn an_unprivileged_hearth_isolates_environments_in_user_namespaces() {
         .output()
         .expect("running the probe as nobody");
     if in_chroot {
-        // The kernel creates no user namespace for a process in a chroot (clone(2), EPERM);
-        // hearth must say so plainly instead of failing at the first environment.
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(
-            stderr.contains("the kernel refuses to create user namespaces from inside a chroot"),
-            "{stderr}"
-        );
-        eprintln!("in a chroot: rootless mode refused with a clear error, as it must be");
+        hearth_tests::assert_rootless_refused_in_chroot(&out);
         return;
     }
     assert!(

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use hearth_sandbox::seccomp::{
     parse, resolve, x86_64_syscall_names, Action, ResolvedRule, NATIVE_ALLOWLIST,
 };
 use hearth_scheduler::{Engine, EngineConfig, FunctionConfig, FunctionOutput, SandboxConfig};
-use hearth_tests::{require_root, sweep_code_dir, workspace_binary};
+use hearth_tests::{require_root, sweep_code_dir, NOBODY};
 use serde_json::{json, Value};
 
 /// Allowlisted syscalls the sweep does not exercise, each with the reason. Keep it short and
@@ -358,9 +357,6 @@ fn every_syscall_number_is_refused_or_works_as_the_allowlist_says() {
     assert_none_unexpected("root mode", &unexpected);
 }
 
-/// The unprivileged user the rootless sweep runs as.
-const NOBODY: u32 = 65534;
-
 /// The same sweep in ROOTLESS mode: `hearth-sandbox-helper invoke`, run as uid/gid 65534, puts
 /// the environment in a user namespace (`CgroupPolicy::BestEffortWhenRootless`) and sends it the
 /// same event; the report must meet the same expectations. In a chroot the kernel creates no
@@ -371,32 +367,15 @@ fn every_syscall_number_is_refused_or_works_as_the_allowlist_says_rootless() {
     let began = Instant::now();
     let policy = Policy::native();
 
-    // Everything nobody needs, where it may read and execute it (the build directory may sit
-    // under /root): the helper, the sweep as `code/bootstrap`, a state directory it owns.
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-rootless-sweep")
-        .tempdir()
-        .unwrap();
-    let open = std::fs::Permissions::from_mode(0o755);
-    std::fs::set_permissions(dir.path(), open.clone()).unwrap();
-    let helper = dir.path().join("hearth-sandbox-helper");
-    std::fs::copy(workspace_binary("hearth-sandbox-helper"), &helper).unwrap();
-    std::fs::set_permissions(&helper, open.clone()).unwrap();
-    let code = dir.path().join("code");
-    std::fs::create_dir(&code).unwrap();
-    std::fs::set_permissions(&code, open.clone()).unwrap();
-    std::fs::copy(workspace_binary("hearth-sweep"), code.join("bootstrap")).unwrap();
-    std::fs::set_permissions(code.join("bootstrap"), open).unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    let rootless = hearth_tests::RootlessDir::new("hearth-rootless-sweep", "hearth-sweep");
+    let (helper, code, state) = (&rootless.helper, &rootless.code, &rootless.state);
 
     let event = policy.event().to_string();
     let invoked = Instant::now();
-    let mut child = Command::new(&helper)
+    let mut child = Command::new(helper)
         .arg("invoke")
-        .arg(&state)
-        .arg(&code)
+        .arg(state)
+        .arg(code)
         .arg("sweep")
         .arg("--timeout-ms=60000")
         .arg("--memory-mb=512")
@@ -415,14 +394,7 @@ fn every_syscall_number_is_refused_or_works_as_the_allowlist_says_rootless() {
     let invoke_took = invoked.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if hearth_sandbox::chrooted() {
-        // The kernel creates no user namespace for a process in a chroot (clone(2), EPERM);
-        // hearth must say so plainly instead of failing at the first environment.
-        assert!(!out.status.success(), "{stderr}");
-        assert!(
-            stderr.contains("the kernel refuses to create user namespaces from inside a chroot"),
-            "{stderr}"
-        );
-        eprintln!("in a chroot: rootless mode refused with a clear error, as it must be");
+        hearth_tests::assert_rootless_refused_in_chroot(&out);
         return;
     }
     writer

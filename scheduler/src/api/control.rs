@@ -177,38 +177,9 @@ impl Fields<'_> {
     }
 }
 
-/// Variables a function may not set (Lambda's reserved keys).
-const RESERVED_VARIABLES: [&str; 16] = [
-    "_HANDLER",
-    "_X_AMZN_TRACE_ID",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-    "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE",
-    "AWS_LAMBDA_LOG_GROUP_NAME",
-    "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API",
-    "LAMBDA_TASK_ROOT",
-];
-
+/// The API's key pattern, then the engine's rules ([`crate::config::check_environment`]), so
+/// that a bad request is refused before its code is stored.
 fn check_environment(env: &BTreeMap<String, String>) -> Result<()> {
-    let reserved: Vec<&str> = env
-        .keys()
-        .map(String::as_str)
-        .filter(|k| RESERVED_VARIABLES.contains(k) || *k == "LAMBDA_RUNTIME_DIR")
-        .collect();
-    if !reserved.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
-            reserved.join(", ")
-        )));
-    }
     for key in env.keys() {
         let mut bytes = key.bytes();
         let valid = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
@@ -219,12 +190,7 @@ fn check_environment(env: &BTreeMap<String, String>) -> Result<()> {
             )));
         }
     }
-    let size: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if size > 4096 {
-        return Err(ApiError::invalid(format!(
-            "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {size} bytes"
-        )));
-    }
+    crate::config::check_environment(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     Ok(())
 }
 
@@ -254,6 +220,23 @@ fn check_runtime(runtime: &str) -> Result<()> {
             SUPPORTED_RUNTIMES.join(", ")
         )))
     }
+}
+
+/// Lambda's `ProvisionedConcurrencyConfig` with `available` environments started.
+fn provisioned_json(entry: &Provisioned, available: u32) -> Value {
+    let available = available.min(entry.requested);
+    let status = if available >= entry.requested {
+        "READY"
+    } else {
+        "IN_PROGRESS"
+    };
+    json!({
+        "RequestedProvisionedConcurrentExecutions": entry.requested,
+        "AvailableProvisionedConcurrentExecutions": available,
+        "AllocatedProvisionedConcurrentExecutions": available,
+        "Status": status,
+        "LastModified": entry.last_modified,
+    })
 }
 
 fn precondition(expected: Option<String>, actual: &str) -> Result<()> {
@@ -1341,16 +1324,7 @@ impl Control {
                     self.install_provisioned(engine, &record)
                         .map_err(|e| e.message),
                 );
-                Ok(Response::json(
-                    202,
-                    &json!({
-                        "RequestedProvisionedConcurrentExecutions": n,
-                        "AvailableProvisionedConcurrentExecutions": 0,
-                        "AllocatedProvisionedConcurrentExecutions": 0,
-                        "Status": "IN_PROGRESS",
-                        "LastModified": entry.last_modified,
-                    }),
-                ))
+                Ok(Response::json(202, &provisioned_json(&entry, 0)))
             }
             "GET" => {
                 let entry = record.provisioned.get(&qualifier).ok_or_else(not_found)?;
@@ -1358,22 +1332,8 @@ impl Control {
                     .resolve(&record.name, Some(&version), 0)
                     .map(|f| f.id());
                 let live = id.map_or(0, |id| engine.live_environments(id));
-                let available = u32::try_from(live).unwrap_or(u32::MAX).min(entry.requested);
-                let status = if available >= entry.requested {
-                    "READY"
-                } else {
-                    "IN_PROGRESS"
-                };
-                Ok(Response::json(
-                    200,
-                    &json!({
-                        "RequestedProvisionedConcurrentExecutions": entry.requested,
-                        "AvailableProvisionedConcurrentExecutions": available,
-                        "AllocatedProvisionedConcurrentExecutions": available,
-                        "Status": status,
-                        "LastModified": entry.last_modified,
-                    }),
-                ))
+                let available = u32::try_from(live).unwrap_or(u32::MAX);
+                Ok(Response::json(200, &provisioned_json(entry, available)))
             }
             "DELETE" => {
                 record

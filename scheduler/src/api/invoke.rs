@@ -83,8 +83,9 @@ pub(crate) fn write_result(
     payload: &[u8],
     log: Option<&str>,
 ) {
-    let request_id = hearth_ipc::format_request_id(&outcome.request_id);
-    write_head(out, 200, payload.len(), &request_id, persist);
+    let request_id = hearth_ipc::request_id_text(&outcome.request_id);
+    let request_id = std::str::from_utf8(&request_id).unwrap_or_default();
+    write_head(out, 200, payload.len(), request_id, persist);
     push_header(out, "Content-Type", b"application/json");
     push_header(out, "X-Amz-Executed-Version", version.as_bytes());
     if let Some(error) = outcome.error {

@@ -218,20 +218,9 @@ pub(crate) fn invoke_target<'a>(method: &str, path: &'a str) -> Option<&'a str> 
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
-/// Lambda's request id format, from 16 random bytes.
+/// A new request id, in Lambda's format.
 pub(crate) fn new_request_id(rng: &mut u64) -> String {
-    let mut next = || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        *rng
-    };
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&next().to_le_bytes());
-    id[8..].copy_from_slice(&next().to_le_bytes());
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    hearth_ipc::format_request_id(&id)
+    hearth_ipc::format_request_id(&crate::sys::uuid_v4(rng))
 }
 
 #[cfg(test)]

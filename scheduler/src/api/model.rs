@@ -191,12 +191,7 @@ pub(crate) fn timestamp(now: SystemTime) -> String {
 /// A new revision id (a version 4 UUID).
 pub(crate) fn revision_id() -> String {
     let mut rng = crate::sys::random_u64() | 1;
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&crate::sys::next_random(&mut rng).to_le_bytes());
-    id[8..].copy_from_slice(&crate::sys::next_random(&mut rng).to_le_bytes());
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    hearth_ipc::format_request_id(&id)
+    hearth_ipc::format_request_id(&crate::sys::uuid_v4(&mut rng))
 }
 
 #[cfg(test)]
