@@ -13,11 +13,13 @@ STATIC_SAMPLE := target/$(TARGET_TRIPLE)/release/hearth-sample-fn
 VENV := target/venv
 
 # Debian packages the build and the tests need: libseccomp for the sandbox, python3-venv for
-# the boto3 / aws CLI suite.
+# the boto3 / aws CLI suite; python3-pip, curl and nodejs for the runtime tests (awslambdaric
+# installed from PyPI, the AWS tutorial's curl bootstrap, the Node.js runtime).
+DEBS := libseccomp-dev pkg-config python3-venv python3-pip curl nodejs
 deps:
-	@if ! dpkg -s libseccomp-dev pkg-config python3-venv >/dev/null 2>&1; then \
-		echo "installing libseccomp-dev pkg-config python3-venv"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev pkg-config python3-venv >/dev/null; \
+	@if ! dpkg -s $(DEBS) >/dev/null 2>&1; then \
+		echo "installing $(DEBS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	fi
 
 # nginx, the bench's HTTP peer. Debian starts services on install; a policy-rc.d that refuses
@@ -58,7 +60,7 @@ api: build
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/api/requirements.txt
 	HEARTH_BIN=target/debug/hearth HEARTH_SAMPLE_FN=target/debug/hearth-sample-fn \
-		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/api
+		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/api runtimes/python/test_bootstraps.py
 
 # Model checks of the ring/doorbell protocol and of admission (loom), in their own target dir.
 loom: deps

@@ -8,8 +8,8 @@ use crate::arena::ArenaFifo;
 use crate::doorbell::AdaptiveSpin;
 use crate::error::{ChannelError, ProtocolError, RingSide};
 use crate::layout::{
-    ResponseStatus, ARENA_LEN, CONTROL_LEN, KIND_INVOKE, MAGIC, MAX_PAYLOAD, REQ_ARENA_OFFSET,
-    RESP_ARENA_OFFSET, SLOTS, TOTAL_LEN, VERSION,
+    ResponseStatus, ARENA_LEN, CONTROL_LEN, KIND_INVOKE, MAGIC, MAX_CONTEXT, MAX_PAYLOAD,
+    REQ_ARENA_OFFSET, RESP_ARENA_OFFSET, SLOTS, TOTAL_LEN, VERSION,
 };
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
@@ -38,6 +38,7 @@ pub struct GuestRequest {
     pub request_id: [u8; 16],
     offset: u32,
     len: u32,
+    context_len: u32,
 }
 
 /// The environment's end of one channel.
@@ -51,6 +52,8 @@ pub struct GuestChannel {
     resp_ends: [u64; SLOTS as usize],
     reclaimed: u32,
     spin: AdaptiveSpin,
+    /// Flags of the next response.
+    last: u32,
 }
 
 impl GuestChannel {
@@ -86,6 +89,7 @@ impl GuestChannel {
             resp_ends: [0; SLOTS as usize],
             reclaimed: 0,
             spin: AdaptiveSpin::new(Duration::ZERO, GUEST_SPIN_MAX),
+            last: 0,
         };
         let header = &channel.map.control().header;
         let checks: [(&'static str, u64, u64); 6] = [
@@ -174,11 +178,14 @@ impl GuestChannel {
             },
             offset: slot.offset.load(Ordering::Relaxed),
             len: slot.len.load(Ordering::Relaxed),
+            context_len: slot.context_len.load(Ordering::Relaxed),
         };
         if kind != KIND_INVOKE {
             return Err(ProtocolError::Kind(kind));
         }
-        if request.len > MAX_PAYLOAD
+        if request.context_len > MAX_CONTEXT
+            || request.context_len > request.len
+            || request.len - request.context_len > MAX_PAYLOAD
             || u64::from(request.offset) + u64::from(request.len) > ARENA_LEN as u64
         {
             return Err(ProtocolError::Bounds {
@@ -193,6 +200,18 @@ impl GuestChannel {
     /// The payload of `request`. It stays valid until this request is answered: the host does
     /// not reuse its arena bytes before it has read the response.
     pub fn payload(&self, request: &GuestRequest) -> &[u8] {
+        let (context, all) = self.request_bytes(request);
+        all.get(context..).unwrap_or_default()
+    }
+
+    /// The context the host passed with `request` (extra Runtime API header lines for
+    /// hearth-init; empty for native functions). Valid as long as the payload.
+    pub fn context(&self, request: &GuestRequest) -> &[u8] {
+        let (context, all) = self.request_bytes(request);
+        all.get(..context).unwrap_or_default()
+    }
+
+    fn request_bytes(&self, request: &GuestRequest) -> (usize, &[u8]) {
         let start = self
             .map
             .as_ptr()
@@ -200,7 +219,8 @@ impl GuestChannel {
         // SAFETY: `take` checked offset + len <= ARENA_LEN, so the range lies inside the
         // request arena of our mapping, which lives as long as `&self`. The host does not write
         // these bytes until the response to this request has been consumed (see `arena.rs`).
-        unsafe { std::slice::from_raw_parts(start, request.len as usize) }
+        let all = unsafe { std::slice::from_raw_parts(start, request.len as usize) };
+        (request.context_len as usize, all)
     }
 
     /// Answers request `id` with `status` and `payload`, and wakes the host if it sleeps.
@@ -211,16 +231,60 @@ impl GuestChannel {
         status: ResponseStatus,
         payload: &[u8],
     ) -> Result<(), ProtocolError> {
+        self.respond_timed(id, status, payload, 0)
+    }
+
+    /// Like [`GuestChannel::respond`], reporting the run time the guest measured (for the
+    /// host's `REPORT` line).
+    pub fn respond_timed(
+        &mut self,
+        id: u64,
+        status: ResponseStatus,
+        payload: &[u8],
+        run_us: u64,
+    ) -> Result<(), ProtocolError> {
         let (status, len, body) = match u32::try_from(payload.len()) {
-            Ok(len) if len <= MAX_PAYLOAD => (status, len, payload),
+            Ok(len) if len <= MAX_PAYLOAD && status != ResponseStatus::TooLarge => {
+                (status, len, payload)
+            }
             _ => (
                 ResponseStatus::TooLarge,
                 u32::try_from(payload.len()).unwrap_or(u32::MAX),
                 &[][..],
             ),
         };
+        self.publish(id, status, len, body, run_us)
+    }
+
+    /// Marks the next response as the environment's last (see
+    /// [`crate::layout::RESPONSE_LAST`]): the host retires the environment after it.
+    pub fn mark_last(&mut self) {
+        self.last = crate::layout::RESPONSE_LAST;
+    }
+
+    /// Answers request `id` with [`ResponseStatus::TooLarge`]: the function's response of
+    /// `size` bytes (over [`MAX_PAYLOAD`]) was refused without being stored.
+    pub fn respond_too_large(
+        &mut self,
+        id: u64,
+        size: u64,
+        run_us: u64,
+    ) -> Result<(), ProtocolError> {
+        let len = u32::try_from(size).unwrap_or(u32::MAX);
+        self.publish(id, ResponseStatus::TooLarge, len, &[], run_us)
+    }
+
+    fn publish(
+        &mut self,
+        id: u64,
+        status: ResponseStatus,
+        len: u32,
+        body: &[u8],
+        run_us: u64,
+    ) -> Result<(), ProtocolError> {
         let body_len = u32::try_from(body.len()).unwrap_or(u32::MAX);
         let (offset, end) = self.reserve(body_len)?;
+        let flags = std::mem::take(&mut self.last);
         let dst = self
             .map
             .as_ptr()
@@ -233,6 +297,8 @@ impl GuestChannel {
         slot.offset.store(offset, Ordering::Relaxed);
         slot.len.store(len, Ordering::Relaxed);
         slot.status.store(status as u32, Ordering::Relaxed);
+        slot.run_us.store(run_us, Ordering::Relaxed);
+        slot.flags.store(flags, Ordering::Relaxed);
         self.resp_ends[self.resp.slot()] = end;
         self.resp.publish(&control.resp_tail);
         control.host_bell.notify();

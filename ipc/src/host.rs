@@ -6,8 +6,8 @@ use crate::arena::ArenaFifo;
 use crate::doorbell::Bell;
 use crate::error::{ChannelError, ProtocolError, RingSide, SubmitError};
 use crate::layout::{
-    ResponseStatus, ARENA_LEN, CONTROL_LEN, KIND_INVOKE, MAGIC, MAX_PAYLOAD, REQ_ARENA_OFFSET,
-    RESP_ARENA_OFFSET, SLOTS, TOTAL_LEN, VERSION,
+    ResponseStatus, ARENA_LEN, CONTROL_LEN, KIND_INVOKE, MAGIC, MAX_CONTEXT, MAX_PAYLOAD,
+    REQ_ARENA_OFFSET, RESP_ARENA_OFFSET, SLOTS, TOTAL_LEN, VERSION,
 };
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
@@ -15,12 +15,15 @@ use crate::sys::{self, Mapping};
 
 /// What the host tells the guest about a request besides its payload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestMeta {
+pub struct RequestMeta<'a> {
     /// The invocation's timeout in milliseconds. The guest turns it into a deadline when it
     /// takes the request, which for a request queued behind others is when it starts to run.
     pub timeout_ms: u64,
     /// Lambda request id (UUID bytes).
     pub request_id: [u8; 16],
+    /// Opaque bytes passed before the payload (hearth-init turns them into Runtime API headers;
+    /// native runtimes ignore them). At most [`MAX_CONTEXT`].
+    pub context: &'a [u8],
 }
 
 /// A checked response, its payload copied into the caller's buffer.
@@ -32,6 +35,10 @@ pub struct Completion {
     pub status: ResponseStatus,
     /// Payload length; for [`ResponseStatus::TooLarge`], the size the handler tried to return.
     pub len: u32,
+    /// The guest's own measure of the run time in microseconds (0: none). Unchecked: clamp it.
+    pub run_us: u64,
+    /// The guest said it ends after this response: do not give it another request.
+    pub last: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,10 +112,15 @@ impl HostChannel {
 
     /// Queues one request and rings the guest's doorbell if it sleeps. Returns the request's id.
     pub fn submit(&mut self, payload: &[u8], meta: &RequestMeta) -> Result<u64, SubmitError> {
-        let len = u32::try_from(payload.len())
+        let payload_len = u32::try_from(payload.len())
             .ok()
             .filter(|&len| len <= MAX_PAYLOAD)
             .ok_or(SubmitError::TooLarge(payload.len()))?;
+        let context_len = u32::try_from(meta.context.len())
+            .ok()
+            .filter(|&len| len <= MAX_CONTEXT)
+            .ok_or(SubmitError::TooLarge(meta.context.len()))?;
+        let len = payload_len + context_len;
         if self.out_len == SLOTS {
             return Err(SubmitError::Full);
         }
@@ -117,9 +129,12 @@ impl HostChannel {
             return Err(SubmitError::Full);
         }
         let (offset, arena_end) = self.arena.alloc(len).ok_or(SubmitError::Full)?;
-        // SAFETY: `alloc` returned `offset + len <= ARENA_LEN`, so the destination lies inside
-        // the request arena of our mapping; `payload` is private memory.
-        unsafe { sys::copy_to_shared(payload, self.arena_ptr(REQ_ARENA_OFFSET + offset as usize)) };
+        let at = REQ_ARENA_OFFSET + offset as usize;
+        // SAFETY: `alloc` returned `offset + len <= ARENA_LEN` with len = context + payload, so
+        // the context's destination lies inside the request arena of our mapping.
+        unsafe { sys::copy_to_shared(meta.context, self.arena_ptr(at)) };
+        // SAFETY: as above: the payload follows the context inside the allocation.
+        unsafe { sys::copy_to_shared(payload, self.arena_ptr(at + context_len as usize)) };
 
         let id = self.next_id;
         self.next_id += 1;
@@ -129,6 +144,7 @@ impl HostChannel {
         slot.offset.store(offset, Ordering::Relaxed);
         slot.len.store(len, Ordering::Relaxed);
         slot.kind.store(KIND_INVOKE, Ordering::Relaxed);
+        slot.context_len.store(context_len, Ordering::Relaxed);
         slot.timeout_ms.store(meta.timeout_ms, Ordering::Relaxed);
         let (lo, hi) = meta.request_id.split_at(8);
         slot.request_id[0].store(
@@ -187,6 +203,8 @@ impl HostChannel {
         let offset = slot.offset.load(Ordering::Relaxed);
         let len = slot.len.load(Ordering::Relaxed);
         let status_word = slot.status.load(Ordering::Relaxed);
+        let run_us = slot.run_us.load(Ordering::Relaxed);
+        let last = slot.flags.load(Ordering::Relaxed) & crate::layout::RESPONSE_LAST != 0;
 
         if self.out_len == 0 {
             return Err(ProtocolError::Unsolicited { id });
@@ -221,7 +239,13 @@ impl HostChannel {
         self.out_head = (self.out_head + 1) % SLOTS;
         self.out_len -= 1;
         self.arena.release_to(expected.arena_end);
-        Ok(Some(Completion { id, status, len }))
+        Ok(Some(Completion {
+            id,
+            status,
+            len,
+            run_us,
+            last,
+        }))
     }
 
     /// Checks that an idle channel holds no response (an environment that answered twice, or

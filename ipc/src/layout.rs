@@ -15,7 +15,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// Magic number at offset 0 of every channel ("HEARTHC1").
 pub const MAGIC: u64 = u64::from_be_bytes(*b"HEARTHC1");
 /// Layout version; bumped on any change to this file.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Slots per ring: the most invocations one environment can have queued.
 #[cfg(not(loom))]
@@ -28,14 +28,18 @@ pub const SLOTS: u32 = 2;
 /// (its error messages name 6291556 bytes).
 pub const MAX_PAYLOAD: u32 = 6_291_556;
 
+/// Largest invocation context (extra Runtime API headers the host passes before a request's
+/// payload: invoked ARN, client context, identity, trace id).
+pub const MAX_CONTEXT: u32 = 16 * 1024;
+
 const PAGE: usize = 4096;
 
 const fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// Bytes in each payload arena: one maximal payload, page aligned.
-pub const ARENA_LEN: usize = round_up(MAX_PAYLOAD as usize, PAGE);
+/// Bytes in each payload arena: one maximal payload and context, page aligned.
+pub const ARENA_LEN: usize = round_up((MAX_PAYLOAD + MAX_CONTEXT) as usize, PAGE);
 /// Bytes of the control block, page aligned.
 pub const CONTROL_LEN: usize = round_up(std::mem::size_of::<Control>(), PAGE);
 /// Offset of the request arena.
@@ -44,6 +48,10 @@ pub const REQ_ARENA_OFFSET: usize = CONTROL_LEN;
 pub const RESP_ARENA_OFFSET: usize = CONTROL_LEN + ARENA_LEN;
 /// Total size of the memfd.
 pub const TOTAL_LEN: usize = CONTROL_LEN + 2 * ARENA_LEN;
+
+/// Response flag: the environment ends after this response (its runtime exited or failed to
+/// start); the host must not give it another request.
+pub const RESPONSE_LAST: u32 = 1;
 
 /// Kind of a request slot.
 pub const KIND_INVOKE: u32 = 1;
@@ -60,6 +68,10 @@ pub enum ResponseStatus {
     /// The handler's response was larger than [`MAX_PAYLOAD`]; `len` holds its size and no
     /// payload was written.
     TooLarge = 2,
+    /// The runtime reported the failure through the Runtime API (`/error`, `/init/error`) or
+    /// exited: Lambda answers these with `X-Amz-Function-Error: Unhandled`. The payload is the
+    /// error document.
+    Unhandled = 3,
 }
 
 impl ResponseStatus {
@@ -69,6 +81,7 @@ impl ResponseStatus {
             0 => Some(Self::Ok),
             1 => Some(Self::Error),
             2 => Some(Self::TooLarge),
+            3 => Some(Self::Unhandled),
             _ => None,
         }
     }
@@ -100,12 +113,12 @@ pub struct ReqSlot {
     pub id: AtomicU64,
     /// Payload offset in the request arena.
     pub offset: AtomicU32,
-    /// Payload length.
+    /// Length of the context and the payload after it.
     pub len: AtomicU32,
     /// [`KIND_INVOKE`].
     pub kind: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: AtomicU32,
+    /// Length of the context at the start of the payload bytes (at most [`MAX_CONTEXT`]).
+    pub context_len: AtomicU32,
     /// Timeout in milliseconds, counted from when the guest takes the request.
     pub timeout_ms: AtomicU64,
     /// Lambda request id (a UUID), 16 raw bytes.
@@ -126,10 +139,13 @@ pub struct RespSlot {
     pub len: AtomicU32,
     /// A [`ResponseStatus`] word.
     pub status: AtomicU32,
+    /// [`RESPONSE_LAST`] or 0.
+    pub flags: AtomicU32,
+    /// Microseconds the guest measured between taking the request and answering it (0: not
+    /// measured). A hint for reports only: the host clamps it to what it measured itself.
+    pub run_us: AtomicU64,
     /// Reserved.
-    pub reserved: AtomicU32,
-    /// Reserved.
-    pub pad: [AtomicU64; 5],
+    pub pad: [AtomicU64; 4],
 }
 
 /// The control block at offset 0 of the memfd.

@@ -48,4 +48,4 @@ pub use guest::{GuestChannel, GuestRequest, CHANNEL_FD_ENV};
 #[cfg(not(loom))]
 pub use host::{Completion, HostChannel, RequestMeta};
 pub use lambda::{error_document, format_request_id, request_id_text};
-pub use layout::{ResponseStatus, MAX_PAYLOAD, SLOTS};
+pub use layout::{ResponseStatus, MAX_CONTEXT, MAX_PAYLOAD, SLOTS};

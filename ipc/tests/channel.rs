@@ -67,6 +67,7 @@ fn guest_sees_request_metadata() {
     let meta = RequestMeta {
         timeout_ms: 3000,
         request_id: *b"0123456789abcdef",
+        context: b"Lambda-Runtime-Invoked-Function-Arn: arn\n",
     };
     host.submit(b"x", &meta).unwrap();
     let now = std::time::SystemTime::now()
@@ -81,7 +82,25 @@ fn guest_sees_request_metadata() {
         request.deadline_ms
     );
     assert_eq!(request.request_id, meta.request_id);
-    assert_eq!(guest.payload(&request), b"x");
+    assert_eq!(
+        guest.payload(&request),
+        b"x",
+        "the context is not part of the payload"
+    );
+    assert_eq!(
+        guest.context(&request),
+        b"Lambda-Runtime-Invoked-Function-Arn: arn\n"
+    );
+    guest
+        .respond_timed(request.id, hearth_ipc::ResponseStatus::Unhandled, b"{}", 42)
+        .unwrap();
+    let mut out = Vec::new();
+    let done = host.poll(&mut out).unwrap().expect("the response");
+    assert_eq!(
+        (done.status, done.run_us),
+        (hearth_ipc::ResponseStatus::Unhandled, 42)
+    );
+    assert_eq!(out, b"{}");
 }
 
 #[test]

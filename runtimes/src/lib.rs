@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod init;
+
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hearth_ipc::{GuestChannel, ResponseStatus};
 
@@ -136,6 +138,7 @@ where
             Ok(request) => request,
             Err(e) => return ServeError::Protocol(e),
         };
+        let taken = Instant::now();
         let context = Context {
             request_id: request.request_id,
             deadline_ms: request.deadline_ms,
@@ -143,9 +146,13 @@ where
         let event = channel.payload(&request);
         let result = catch_unwind(AssertUnwindSafe(|| handler(event, &context)))
             .unwrap_or_else(|panic| Err(FnError::new("Panic", panic_message(&*panic))));
+        // The run time is reported for the host's REPORT line.
+        let run_us = u64::try_from(taken.elapsed().as_micros()).unwrap_or(u64::MAX);
         let answered = match result {
-            Ok(body) => channel.respond(request.id, ResponseStatus::Ok, &body),
-            Err(e) => channel.respond(request.id, ResponseStatus::Error, &e.to_json()),
+            Ok(body) => channel.respond_timed(request.id, ResponseStatus::Ok, &body, run_us),
+            Err(e) => {
+                channel.respond_timed(request.id, ResponseStatus::Error, &e.to_json(), run_us)
+            }
         };
         if let Err(e) = answered {
             return ServeError::Protocol(e);

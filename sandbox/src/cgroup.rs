@@ -247,6 +247,7 @@ impl CgroupInstance {
         };
         cgroup.apply(&self.hierarchy, limits)?;
         cgroup.oom_base = cgroup.oom_kills_total();
+        cgroup.reset_peak();
         Ok(cgroup)
     }
 
@@ -263,6 +264,7 @@ impl CgroupInstance {
             procs: Vec::new(),
             applied: None,
             oom_base: 0,
+            peak: None,
             home: Arc::downgrade(&self.ready),
         };
         if cgroup.v2 {
@@ -313,6 +315,9 @@ pub struct EnvCgroup {
     applied: Option<Limits>,
     /// OOM kills counted before this environment got the cgroup (the counter is cumulative).
     oom_base: u64,
+    /// v2: `memory.peak`, opened when the cgroup is handed out; the kernel resets the peak for
+    /// reads through an fd that was written to (v1 resets it for everyone).
+    peak: Option<fs::File>,
     /// The pool it returns to.
     home: Weak<Ready>,
 }
@@ -407,6 +412,35 @@ impl EnvCgroup {
     /// How many times the kernel OOM-killed a process of this environment.
     pub fn oom_kills(&self) -> u64 {
         self.oom_kills_total().saturating_sub(self.oom_base)
+    }
+
+    /// Peak memory use in bytes since the cgroup was handed to this environment (`None` when
+    /// the kernel does not say).
+    pub fn memory_peak(&self) -> Option<u64> {
+        let text = if self.v2 {
+            let mut file = self.peak.as_ref()?;
+            let mut text = String::new();
+            io::Seek::seek(&mut file, io::SeekFrom::Start(0)).ok()?;
+            io::Read::read_to_string(&mut file, &mut text).ok()?;
+            text
+        } else {
+            fs::read_to_string(self.dirs[0].join("memory.max_usage_in_bytes")).ok()?
+        };
+        text.trim().parse().ok()
+    }
+
+    /// Starts peak tracking for a new environment: a previous one's peak must not show.
+    fn reset_peak(&mut self) {
+        if self.v2 {
+            self.peak = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.dirs[0].join("memory.peak"))
+                .ok()
+                .filter(|mut f| io::Write::write_all(&mut f, b"reset\n").is_ok());
+        } else {
+            let _ = fs::write(self.dirs[0].join("memory.max_usage_in_bytes"), "0");
+        }
     }
 
     /// The cgroup's cumulative OOM-kill counter.

@@ -121,6 +121,9 @@ pub(crate) struct ChildPlan {
     pub cgroup_procs: Vec<RawFd>,
     pub unshare_cgroupns: bool,
     pub netns: Option<RawFd>,
+    /// The environment has its own network namespace with loopback brought up (for the Runtime
+    /// API at 127.0.0.1:9001).
+    pub loopback: bool,
     pub fs: Vec<FsOp>,
     pub hostname: CString,
     pub rlimits: Vec<(u32, u64)>,
@@ -148,6 +151,8 @@ pub(crate) trait Sys {
     fn write(&mut self, fd: RawFd, bytes: &[u8]) -> Result<usize, Errno>;
     fn unshare(&mut self, flags: i32) -> Result<(), Errno>;
     fn setns(&mut self, fd: RawFd, nstype: i32) -> Result<(), Errno>;
+    /// Brings up `lo` in the current network namespace.
+    fn loopback_up(&mut self) -> Result<(), Errno>;
     fn prctl(&mut self, option: i32, arg: u64) -> Result<(), Errno>;
     fn mount(
         &mut self,
@@ -239,6 +244,9 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
             Step::JoinNetworkNamespace,
             sys.setns(fd, libc::CLONE_NEWNET),
         )?;
+    }
+    if plan.loopback {
+        at(Step::LoopbackUp, sys.loopback_up())?;
     }
     // 4. filesystem.
     for op in &plan.fs {
@@ -449,6 +457,44 @@ impl Sys for RawSys {
     fn setns(&mut self, fd: RawFd, nstype: i32) -> Result<(), Errno> {
         // SAFETY: integer arguments only.
         ok(unsafe { syscall6(libc::SYS_setns, [int(fd), int(nstype), 0, 0, 0, 0]) })
+    }
+
+    fn loopback_up(&mut self) -> Result<(), Errno> {
+        // SAFETY: integer arguments only.
+        let fd = unsafe {
+            syscall6(
+                libc::SYS_socket,
+                [
+                    int(libc::AF_INET),
+                    int(libc::SOCK_DGRAM | libc::SOCK_CLOEXEC),
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        }?;
+        // `struct ifreq`: the name, then `ifr_flags` in the union.
+        let mut ifreq = [0u8; 40];
+        ifreq[..2].copy_from_slice(b"lo");
+        let flags = i16::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
+        ifreq[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: SIOCSIFFLAGS reads a 40-byte ifreq from a local buffer.
+        let set = unsafe {
+            syscall6(
+                libc::SYS_ioctl,
+                [
+                    fd,
+                    word(libc::SIOCSIFFLAGS),
+                    std::ptr::from_mut(&mut ifreq) as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
+        self.close(RawFd::try_from(fd).unwrap_or(-1));
+        ok(set)
     }
 
     fn prctl(&mut self, option: i32, arg: u64) -> Result<(), Errno> {
@@ -765,6 +811,9 @@ pub(crate) mod tests {
         }
         fn setns(&mut self, fd: RawFd, nstype: i32) -> Result<(), Errno> {
             self.call(format!("setns {fd} {nstype:#x}"))
+        }
+        fn loopback_up(&mut self) -> Result<(), Errno> {
+            self.call("loopback_up".to_owned())
         }
         fn prctl(&mut self, option: i32, arg: u64) -> Result<(), Errno> {
             self.call(format!("prctl {option} {arg}"))

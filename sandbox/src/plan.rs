@@ -66,10 +66,10 @@ pub(crate) enum RootSwitch {
 /// Step 4 of the child: mounts, then switch into the skeleton.
 pub(crate) fn filesystem(
     root: &RootSkeleton,
-    code_dir: &Path,
-    tmp_bytes: u64,
+    spec: &EnvSpec<'_>,
     switch: RootSwitch,
 ) -> Result<Vec<FsOp>, SpawnError> {
+    let (code_dir, tmp_bytes) = (spec.code_dir, spec.tmp_bytes);
     let new_root = cpath("root skeleton path", &root.path)?;
     let under = |rel: &str| cpath("root skeleton path", &root.path.join(rel));
     let mut ops = Vec::new();
@@ -132,6 +132,54 @@ pub(crate) fn filesystem(
             None,
             Step::BindCode,
         ),
+    ]);
+    let mut read_only = |source: &Path, what: &'static str, rel: &str| -> Result<(), SpawnError> {
+        let target = under(rel)?;
+        ops.push(mount(
+            Some(cpath(what, source)?),
+            target.clone(),
+            None,
+            MS_BIND | MS_REC,
+            None,
+            Step::BindRuntime,
+        ));
+        ops.push(mount(None, target, None, RO_BIND, None, Step::BindRuntime));
+        Ok(())
+    };
+    if let Some(dir) = spec.runtime_dir {
+        read_only(dir, "runtime directory", "var/runtime")?;
+    }
+    match spec.layers {
+        [] => {}
+        [only] => read_only(only, "layer directory", "opt")?,
+        layers => {
+            // overlayfs lists the uppermost layer first; Lambda applies layers in order, a
+            // later one's files replacing an earlier one's.
+            let mut lower = String::from("lowerdir=");
+            for (i, layer) in layers.iter().rev().enumerate() {
+                let path = layer.to_string_lossy();
+                if path.contains([':', ',', '\\']) {
+                    return Err(SpawnError::Nul {
+                        what: "layer directory (':', ',' and '\\' cannot be passed to overlayfs)",
+                        value: path.into_owned(),
+                    });
+                }
+                if i > 0 {
+                    lower.push(':');
+                }
+                lower.push_str(&path);
+            }
+            ops.push(mount(
+                Some(CString::from(c"overlay")),
+                under("opt")?,
+                Some("overlay"),
+                MS_RDONLY | MS_NOSUID | MS_NODEV,
+                Some(lower),
+                Step::BindRuntime,
+            ));
+        }
+    }
+    ops.extend([
         mount(
             Some(CString::from(c"tmpfs")),
             under("tmp")?,
@@ -247,8 +295,9 @@ pub(crate) fn build(
         userns_sync,
         cgroup_procs,
         unshare_cgroupns: true,
-        netns: fixed.netns,
-        fs: filesystem(fixed.root, spec.code_dir, spec.tmp_bytes, fixed.switch)?,
+        loopback: spec.loopback,
+        netns: if spec.loopback { None } else { fixed.netns },
+        fs: filesystem(fixed.root, spec, fixed.switch)?,
         hostname: cstring("hostname", fixed.hostname)?,
         rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
         fds,
@@ -322,6 +371,9 @@ mod tests {
             },
             tmp_bytes: 512 << 20,
             cpus: Some(&[1]),
+            loopback: false,
+            runtime_dir: None,
+            layers: &[],
         };
         let plan = build(&fixed, &spec, vec![20, 21], 30, None).unwrap();
         assert_eq!(plan.exec.argv_len(), 1);

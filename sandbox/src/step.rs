@@ -12,12 +12,14 @@ pub enum Step {
     JoinCgroup,
     UnshareCgroupNamespace,
     JoinNetworkNamespace,
+    LoopbackUp,
     ParentDeathSignal,
     MakeMountsPrivate,
     BindRoot,
     BindUsr,
     BindHostDir,
     BindCode,
+    BindRuntime,
     MountTmp,
     MountProc,
     BindDevice,
@@ -47,19 +49,21 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 38] = [
+    const ALL: [Step; 40] = [
         Step::ResetSignals,
         Step::CloseInheritedFds,
         Step::WaitUserNamespace,
         Step::JoinCgroup,
         Step::UnshareCgroupNamespace,
         Step::JoinNetworkNamespace,
+        Step::LoopbackUp,
         Step::ParentDeathSignal,
         Step::MakeMountsPrivate,
         Step::BindRoot,
         Step::BindUsr,
         Step::BindHostDir,
         Step::BindCode,
+        Step::BindRuntime,
         Step::MountTmp,
         Step::MountProc,
         Step::BindDevice,
@@ -103,12 +107,16 @@ impl std::fmt::Display for Step {
             Step::JoinCgroup => "joining the environment's cgroup",
             Step::UnshareCgroupNamespace => "creating the cgroup namespace",
             Step::JoinNetworkNamespace => "joining the empty network namespace",
+            Step::LoopbackUp => "bringing up loopback in the environment's network namespace",
             Step::ParentDeathSignal => "setting the parent-death signal",
             Step::MakeMountsPrivate => "making all mounts private",
             Step::BindRoot => "bind-mounting the root skeleton",
             Step::BindUsr => "bind-mounting /usr read-only",
             Step::BindHostDir => "bind-mounting a host library directory read-only",
             Step::BindCode => "bind-mounting the function code at /var/task read-only",
+            Step::BindRuntime => {
+                "mounting the runtime directory at /var/runtime and the layers at /opt read-only"
+            }
             Step::MountTmp => "mounting the size-limited tmpfs at /tmp",
             Step::MountProc => "mounting a private /proc",
             Step::BindDevice => "bind-mounting a device node into /dev",

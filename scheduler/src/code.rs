@@ -1,10 +1,13 @@
-//! Content-addressed store for function code (Lambda deployment zips, `Code.ZipFile`).
+//! Content-addressed store for function code and layers (Lambda deployment zips:
+//! `Code.ZipFile`, and layer archives: `Content.ZipFile`). One zip is stored once, whoever
+//! uploaded it; the control plane decides what is still referenced (`retain`).
 //!
 //! # Layout on disk
 //!
 //! ```text
 //! <root>/zips/<hex>.zip        the uploaded bytes, 0444 (GetFunction's code download)
-//! <root>/trees/<hex>/          the extracted tree, mounted read-only at /var/task
+//! <root>/trees/<hex>/          the extracted tree, mounted read-only at /var/task (a function's
+//!                              code) or merged into /opt (a layer)
 //! <root>/{zips,trees}/.tmp-*   writes and deletes in flight; removed by `CodeStore::open`
 //! ```
 //!
@@ -86,7 +89,7 @@ pub struct StoredCode {
     pub sha256_base64: String,
     /// Zip size in bytes (`CodeSize`).
     pub size: u64,
-    /// The extracted tree, mounted read-only at /var/task.
+    /// The extracted tree, mounted read-only at /var/task (or merged into /opt for a layer).
     pub dir: PathBuf,
 }
 

@@ -15,8 +15,11 @@ pub const MIN_UNRESERVED_CONCURRENCY: u32 = 100;
 /// Where environments' stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FunctionOutput {
-    /// The daemon's stderr.
+    /// Captured per environment and framed per invocation (see [`crate::logs`]): stored when
+    /// [`EngineConfig::logs`] is set, returned by `LogType=Tail` either way.
     #[default]
+    Capture,
+    /// The daemon's stderr, unframed.
     Inherit,
     /// Discarded.
     Discard,
@@ -42,6 +45,28 @@ pub enum EnvCpus {
     Adaptive,
 }
 
+/// Where and how much of the functions' logs are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Directory holding one directory per function.
+    pub dir: PathBuf,
+    /// A function's `current.log` is rotated once it would grow past this.
+    pub max_file_bytes: u64,
+    /// Rotated files kept per function (`current.log.1` … `.N`).
+    pub files: u32,
+}
+
+impl LogConfig {
+    /// 16 MiB files, 4 rotated ones kept, under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            max_file_bytes: 16 << 20,
+            files: 4,
+        }
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -63,6 +88,14 @@ pub struct EngineConfig {
     pub sandbox: SandboxConfig,
     /// `AWS_REGION` shown to functions.
     pub region: String,
+    /// Account id in the ARNs shown to functions.
+    pub account_id: String,
+    /// Directory shown at `/var/runtime` in [`Launch::RuntimeApi`] environments: `hearth-init`
+    /// and the managed runtimes' bootstraps (see [`crate::runtime_dir`]). Functions of that
+    /// launch kind cannot start without it.
+    pub runtime_dir: Option<PathBuf>,
+    /// Where function logs are kept (`None`: only the `Tail` of each invocation is kept).
+    pub logs: Option<LogConfig>,
 }
 
 impl Default for EngineConfig {
@@ -77,8 +110,26 @@ impl Default for EngineConfig {
             prepared_cgroups: 4,
             sandbox: SandboxConfig::default(),
             region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            runtime_dir: None,
+            logs: None,
         }
     }
+}
+
+/// How a function's program is started and reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Launch {
+    /// The program is the environment's first process and reads invocations from the channel
+    /// itself (a native function linking `hearth-runtime`): the fast path.
+    #[default]
+    Native,
+    /// The environment's first process is `hearth-init`, which serves Lambda's Runtime and
+    /// Extensions APIs on `127.0.0.1:9001` in the environment's own network namespace, starts
+    /// the external extensions in `/opt/extensions` and then the program, and relays
+    /// invocations between the channel and the program. Any Lambda runtime works this way
+    /// (and the program may still read the channel itself).
+    RuntimeApi,
 }
 
 /// A function's code and configuration.
@@ -90,6 +141,13 @@ pub struct FunctionConfig {
     pub code_dir: PathBuf,
     /// Program to run inside the environment (Lambda's `provided` runtimes run `bootstrap`).
     pub command: String,
+    /// Arguments after the program's name.
+    pub args: Vec<String>,
+    /// How the program is started and reached.
+    pub launch: Launch,
+    /// Layer directories in Lambda's order (the first is applied first; a later layer's file
+    /// replaces an earlier one's), shown merged and read-only at `/opt`. At most 5.
+    pub layers: Vec<PathBuf>,
     /// Lambda's handler string, passed as `_HANDLER`.
     pub handler: String,
     /// Memory in MB: 128–10240. The environment's cgroup limit.
@@ -118,6 +176,9 @@ impl FunctionConfig {
             name: name.into(),
             code_dir: code_dir.into(),
             command: "/var/task/bootstrap".into(),
+            args: Vec::new(),
+            launch: Launch::Native,
+            layers: Vec::new(),
             handler: handler.into(),
             memory_mb: 128,
             timeout: Duration::from_secs(3),
@@ -164,6 +225,12 @@ impl FunctionConfig {
                 "pipeline depth must be between 1 and {} (got {})",
                 hearth_ipc::SLOTS,
                 self.pipeline_depth
+            ));
+        }
+        if self.layers.len() > 5 {
+            return bad(format!(
+                "a function can use at most 5 layers (got {})",
+                self.layers.len()
             ));
         }
         if !self.command.starts_with('/') || self.command.contains('\0') {

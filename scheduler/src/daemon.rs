@@ -208,6 +208,12 @@ fn listeners(
     Ok((per_shard, bound_to))
 }
 
+/// Where the daemon with data directory `data_dir` keeps function logs (one directory per
+/// function; see [`crate::logs`]).
+pub fn logs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("logs")
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then drains and stops. A second signal stops at
 /// once, failing what is still in flight.
 pub fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -232,6 +238,10 @@ pub fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error + Send
     let mut engine_config = config.engine.clone();
     engine_config.shards = shards;
     engine_config.region = config.identity.region.clone();
+    engine_config.account_id = config.identity.account.clone();
+    if engine_config.logs.is_none() {
+        engine_config.logs = Some(crate::config::LogConfig::new(logs_dir(&config.data_dir)));
+    }
     let (sockets, bound_to) = listeners(&config.listen, shards)?;
     let drain = Arc::new(Drain::default());
     let (control_tx, control_rx) = crossbeam_channel::unbounded();

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) account: Account,
     pub(crate) sandbox: Sandbox,
+    /// The runtime directory for [`crate::Launch::RuntimeApi`] environments, or why there is
+    /// none.
+    pub(crate) runtime_dir: Result<std::path::PathBuf, String>,
 }
 
 type Job = Box<dyn FnOnce(&mut Shard) + Send>;
@@ -81,6 +84,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     shards: Vec<ShardHandle>,
     stop: Arc<AtomicBool>,
+    log_thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -105,8 +109,27 @@ impl Engine {
         let mut services = services.into_iter();
         sys::raise_nofile_limit();
         let sandbox = Sandbox::new(config.sandbox.clone())?;
+        let runtime_dir = match &config.runtime_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => crate::runtime_dir::find_init().and_then(|init| {
+                crate::runtime_dir::prepare(&config.sandbox.state_dir, &init)
+                    .map_err(|e| format!("preparing the runtime directory: {e}"))
+            }),
+        };
+        if let Err(e) = &runtime_dir {
+            tracing::warn!(error = %e, "functions on Lambda runtimes (provided, python, node) cannot start");
+        }
+        let (log_sender, log_thread) = match &config.logs {
+            Some(logs) => {
+                let (sender, thread) = crate::logs::spawn_writer(logs.clone())
+                    .map_err(|source| EngineError::Shard { shard: 0, source })?;
+                (Some(sender), Some(thread))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
-            registry: Registry::new(config.region.clone()),
+            runtime_dir,
+            registry: Registry::new(config.region.clone(), config.account_id.clone()),
             account: Account::new(config.account_concurrency),
             sandbox,
             config: config.clone(),
@@ -117,6 +140,7 @@ impl Engine {
             shared: shared.clone(),
             shards: Vec::new(),
             stop: stop.clone(),
+            log_thread,
         };
         for index in 0..config.shards.max(1) {
             let cpu = config.pin_shards.then(|| cpus[index % cpus.len()]);
@@ -129,6 +153,7 @@ impl Engine {
             let (mailbox, jobs) = crossbeam_channel::unbounded::<Job>();
             let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
             let (shared, stop, cpus) = (shared.clone(), stop.clone(), cpus.clone());
+            let logs = log_sender.clone();
             let mut service = services.next();
             let thread = std::thread::Builder::new()
                 .name(format!("hearth-shard-{index}"))
@@ -138,7 +163,7 @@ impl Engine {
                             tracing::warn!(shard = index, cpu, error = %e, "could not pin shard thread");
                         }
                     }
-                    let mut shard = match Shard::new(index, cpu, &cpus, shared, Some(eventfd)) {
+                    let mut shard = match Shard::new(index, cpu, &cpus, shared, Some(eventfd), logs) {
                         Ok(shard) => {
                             let _ = ready_tx.send(Ok(()));
                             shard
@@ -364,6 +389,11 @@ impl Engine {
             if let Some(thread) = handle.thread.take() {
                 let _ = thread.join();
             }
+        }
+        // The shards flushed their logs when they stopped and dropped their senders: the log
+        // thread writes what is queued and ends.
+        if let Some(thread) = self.log_thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -42,7 +42,11 @@ mod error;
 #[cfg(not(loom))]
 mod http;
 #[cfg(not(loom))]
+pub mod logs;
+#[cfg(not(loom))]
 mod registry;
+#[cfg(not(loom))]
+pub mod runtime_dir;
 #[cfg(not(loom))]
 mod shard;
 #[cfg(not(loom))]
@@ -58,8 +62,8 @@ pub use api::Identity;
 #[cfg(not(loom))]
 pub use auth::AccessKey;
 pub use config::{
-    EngineConfig, EnvCpus, FunctionConfig, FunctionOutput, DEFAULT_ACCOUNT_CONCURRENCY,
-    MIN_UNRESERVED_CONCURRENCY, RESERVED_ENV,
+    EngineConfig, EnvCpus, FunctionConfig, FunctionOutput, Launch, LogConfig,
+    DEFAULT_ACCOUNT_CONCURRENCY, MIN_UNRESERVED_CONCURRENCY, RESERVED_ENV,
 };
 #[cfg(not(loom))]
 pub use engine::{Engine, EngineError};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::admission::{Account, FunctionConcurrency};
-use crate::config::FunctionConfig;
+use crate::config::{FunctionConfig, Launch};
 use crate::error::RegistryError;
 
 /// The version name of a function's mutable head.
@@ -30,6 +30,8 @@ pub struct Function {
     config: FunctionConfig,
     concurrency: Arc<FunctionConcurrency>,
     env: Vec<(String, String)>,
+    /// Runtime API header lines passed with each invocation ([`Launch::RuntimeApi`] only).
+    runtime_context: Vec<u8>,
     provisioned: AtomicU32,
 }
 
@@ -65,6 +67,12 @@ impl Function {
         &self.env
     }
 
+    /// Extra Runtime API headers sent with each invocation (empty for native functions): the
+    /// invoked function's ARN, qualified by its version unless it is `$LATEST`.
+    pub fn runtime_context(&self) -> &[u8] {
+        &self.runtime_context
+    }
+
     /// Environments the shards keep started for this version (provisioned concurrency).
     pub fn provisioned(&self) -> u32 {
         self.provisioned.load(Ordering::Relaxed)
@@ -91,6 +99,10 @@ fn process_env(config: &FunctionConfig, version: &str, region: &str) -> Vec<(Str
         ("LAMBDA_TASK_ROOT", "/var/task".into()),
         ("LAMBDA_RUNTIME_DIR", "/var/runtime".into()),
         ("TZ", ":UTC".into()),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            format!("hearth/[{version}]{}", config.name),
+        ),
         ("LANG", "en_US.UTF-8".into()),
         ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
         (hearth_ipc::CHANNEL_FD_ENV, "3".into()),
@@ -105,8 +117,28 @@ fn process_env(config: &FunctionConfig, version: &str, region: &str) -> Vec<(Str
     if config.code_dir.join("lib").is_dir() {
         env.push(("LD_LIBRARY_PATH".into(), "/var/task/lib".into()));
     }
+    if config.launch == Launch::RuntimeApi {
+        env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
+    }
     env.extend(config.environment.iter().cloned());
     env
+}
+
+/// The Runtime API headers of every invocation of `config` (see [`Function::runtime_context`]).
+fn runtime_context(config: &FunctionConfig, version: &str, region: &str, account: &str) -> Vec<u8> {
+    if config.launch != Launch::RuntimeApi {
+        return Vec::new();
+    }
+    let qualifier = if version == LATEST {
+        String::new()
+    } else {
+        format!(":{version}")
+    };
+    format!(
+        "Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:{region}:{account}:function:{}{qualifier}\n",
+        config.name
+    )
+    .into_bytes()
 }
 
 /// An alias as the invoke path sees it.
@@ -154,11 +186,13 @@ pub(crate) struct Registry {
     write: Mutex<()>,
     next_id: AtomicU64,
     region: String,
+    account: String,
 }
 
 impl Registry {
-    pub(crate) fn new(region: String) -> Self {
+    pub(crate) fn new(region: String, account: String) -> Self {
         Self {
+            account,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             write: Mutex::new(()),
             next_id: AtomicU64::new(1),
@@ -256,6 +290,7 @@ impl Registry {
         Arc::new(Function {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             env: process_env(&config, version, &self.region),
+            runtime_context: runtime_context(&config, version, &self.region, &self.account),
             version: version.to_owned(),
             config,
             concurrency,
@@ -446,7 +481,7 @@ mod tests {
     #[test]
     fn create_get_update_delete() {
         let account = Account::new(1000);
-        let registry = Registry::new("us-east-1".into());
+        let registry = Registry::new("us-east-1".into(), "123456789012".into());
         let first = registry.create(config("a")).unwrap();
         assert_eq!(
             registry.create(config("a")).unwrap_err().error_type(),
@@ -511,7 +546,7 @@ mod tests {
     #[test]
     fn reservations_add_up_across_functions() {
         let account = Account::new(1000);
-        let registry = Registry::new("r".into());
+        let registry = Registry::new("r".into(), "123456789012".into());
         registry.create(config("a")).unwrap();
         registry.create(config("b")).unwrap();
         registry.set_reservation(&account, "a", Some(600)).unwrap();

@@ -30,9 +30,10 @@ use hearth_ipc::{
 use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, SetupState, Step};
 
 use crate::admission::Ticket;
-use crate::config::{EnvCpus, FunctionOutput};
+use crate::config::{EnvCpus, FunctionOutput, Launch};
 use crate::engine::Shared;
 use crate::error::{FunctionError, InvokeError};
+use crate::logs::{Batch, Capture, Report, ShardLogs, MAX_RECORD_OUTPUT};
 use crate::registry::Function;
 use crate::uring::{Event, Key, NetOp, Uring};
 
@@ -52,6 +53,9 @@ const CONCURRENCY_MEMORY: Duration = Duration::from_millis(20);
 /// the better signal, but the kernel updates it only at scheduler ticks, which a CPU running
 /// one task may not take.)
 const LOCAL_RUN_LIMIT: Duration = Duration::from_millis(50);
+/// How long a Runtime API environment asked to stop (SIGTERM) has before it is killed: Lambda
+/// gives extensions 2 s after `SHUTDOWN`.
+const GRACEFUL_STOP: Duration = Duration::from_millis(2500);
 /// Tasks (processes and threads) per environment, as in Lambda.
 const PIDS_PER_ENV: u64 = 1024;
 
@@ -89,6 +93,9 @@ pub struct Completion {
     pub result: Result<Outcome, InvokeError>,
     /// The response (or error document). Give it back with [`Shard::recycle`] to reuse it.
     pub payload: Vec<u8>,
+    /// The last 4 KB of the invocation's log, when it was submitted with
+    /// [`Shard::submit_with_tail`].
+    pub log_tail: Option<Vec<u8>>,
 }
 
 /// Counters of one shard.
@@ -133,6 +140,8 @@ struct Inflight {
     start: Start,
     /// Set when this invocation reaches the head of its environment's queue (it runs then).
     deadline: Option<Instant>,
+    /// Its caller wants the tail of its log.
+    tail: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +165,14 @@ struct Env {
     setup_done: bool,
     /// Runs on the shard's own CPU ([`EnvCpus::Adaptive`]).
     local: bool,
+    /// Its stdout and stderr ([`FunctionOutput::Capture`]).
+    capture: Option<Capture>,
+    /// Peak memory in MB, as last read from its cgroup.
+    peak_mb: u64,
+    /// Served since the last maintenance pass (its peak memory is re-read then).
+    used_since_maintenance: bool,
+    /// Asked to stop gracefully: killed if still alive at this instant.
+    stop_by: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +220,10 @@ pub struct Shard {
     next_sync_tag: u64,
     next_maintenance: Instant,
     stats: ShardStats,
+    logs: ShardLogs,
+    /// An invocation's captured output, then its framed record (reused buffers).
+    output: Vec<u8>,
+    record: Vec<u8>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -237,6 +258,7 @@ impl Shard {
         all_cpus: &[usize],
         shared: Arc<Shared>,
         mailbox: Option<std::os::fd::OwnedFd>,
+        logs: Option<crossbeam_channel::Sender<Batch>>,
     ) -> std::io::Result<Self> {
         // Always explicit: a new environment otherwise inherits the shard thread's pinning.
         let env_cpus = Some(match (shared.config.env_cpus, cpu) {
@@ -277,6 +299,9 @@ impl Shard {
             next_sync_tag: 0,
             next_maintenance: Instant::now() + MAINTENANCE_INTERVAL,
             stats: ShardStats::default(),
+            logs: ShardLogs::new(logs),
+            output: Vec::new(),
+            record: Vec::new(),
         };
         if let Some(fd) = &shard.mailbox {
             // SAFETY of lifetimes: the eventfd is owned by the shard and outlives its ring.
@@ -328,7 +353,7 @@ impl Shard {
     ) -> Result<Outcome, InvokeError> {
         let tag = self.next_sync_tag;
         self.next_sync_tag = self.next_sync_tag.wrapping_add(1);
-        self.dispatch(function, payload, tag, true)?;
+        self.dispatch(function, payload, tag, true, false)?;
         let started = Instant::now();
         loop {
             if let Some((done, _)) = &self.sync_result {
@@ -366,7 +391,18 @@ impl Shard {
         payload: &[u8],
         tag: u64,
     ) -> Result<(), InvokeError> {
-        self.dispatch(function, payload, tag, false)
+        self.dispatch(function, payload, tag, false, false)
+    }
+
+    /// Like [`Shard::submit`]; the completion carries the last 4 KB of the invocation's log
+    /// (`LogType=Tail`).
+    pub fn submit_with_tail(
+        &mut self,
+        function: &Arc<Function>,
+        payload: &[u8],
+        tag: u64,
+    ) -> Result<(), InvokeError> {
+        self.dispatch(function, payload, tag, false, true)
     }
 
     /// Moves finished invocations into `out`. With a `timeout`, waits (spinning briefly, then
@@ -425,6 +461,7 @@ impl Shard {
         payload: &[u8],
         tag: u64,
         sync: bool,
+        tail: bool,
     ) -> Result<(), InvokeError> {
         if payload.len() > hearth_ipc::MAX_PAYLOAD as usize {
             return Err(InvokeError::RequestTooLarge(payload.len()));
@@ -439,7 +476,7 @@ impl Shard {
         // Exits that already completed must be seen before an idle environment is picked:
         // reading the completion queue costs no syscall unless work is pending.
         self.poll_events();
-        let placed = self.place(function, payload, tag, sync, ticket);
+        let placed = self.place(function, payload, (tag, sync, tail), ticket);
         if placed.is_err() {
             self.shared.account.release(function.concurrency(), ticket);
         }
@@ -450,8 +487,7 @@ impl Shard {
         &mut self,
         function: &Arc<Function>,
         payload: &[u8],
-        tag: u64,
-        sync: bool,
+        (tag, sync, tail): (u64, bool, bool),
         ticket: Ticket,
     ) -> Result<(), InvokeError> {
         let request_id = crate::sys::uuid_v4(&mut self.rng);
@@ -459,6 +495,7 @@ impl Shard {
         let meta = RequestMeta {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             request_id,
+            context: function.runtime_context(),
         };
         // A picked environment can turn out broken (it answered twice or corrupted its ring:
         // it is killed) or, when queueing, full (its arena holds earlier large payloads): then
@@ -499,8 +536,10 @@ impl Shard {
                         request_id,
                         start,
                         deadline,
+                        tail,
                     });
                     env.last_used = now;
+                    env.used_since_maintenance = true;
                     let first = env.inflight.len() == 1;
                     match start {
                         Start::Warm => self.stats.warm += 1,
@@ -607,10 +646,36 @@ impl Shard {
         let channel = HostChannel::create().map_err(|e| service("channel", &e))?;
         let local = self.local_cpus.is_some()
             && (!self.busy.is_empty() || self.concurrent_lately(Instant::now()));
+        let capture = match self.shared.config.function_output {
+            FunctionOutput::Capture => {
+                Some(Capture::new().map_err(|e| service("output capture", &e))?)
+            }
+            FunctionOutput::Inherit | FunctionOutput::Discard => None,
+        };
         let stderr = std::io::stderr();
         let output = match self.shared.config.function_output {
+            FunctionOutput::Capture => capture.as_ref().map(Capture::fd),
             FunctionOutput::Inherit => Some(stderr.as_fd()),
             FunctionOutput::Discard => None,
+        };
+        // Runtime API functions start under hearth-init, which serves the API and starts the
+        // function's program.
+        let runtime_api = config.launch == Launch::RuntimeApi;
+        let (command, args, runtime_dir) = if runtime_api {
+            let dir = self
+                .shared
+                .runtime_dir
+                .as_ref()
+                .map_err(|e| service("runtime directory", e))?;
+            let mut args = vec![config.command.clone()];
+            args.extend(config.args.iter().cloned());
+            (
+                format!("/var/runtime/{}", crate::runtime_dir::INIT),
+                args,
+                Some(dir.as_path()),
+            )
+        } else {
+            (config.command.clone(), config.args.clone(), None)
         };
         let memory_bytes = u64::from(config.memory_mb) << 20;
         let process = self
@@ -618,8 +683,11 @@ impl Shard {
             .sandbox
             .spawn(&EnvSpec {
                 code_dir: &config.code_dir,
-                command: &config.command,
-                args: &[],
+                command: &command,
+                args: &args,
+                loopback: runtime_api,
+                runtime_dir,
+                layers: &config.layers,
                 env: function.process_env(),
                 channel: channel.guest_fd(),
                 stdout: output,
@@ -660,6 +728,10 @@ impl Shard {
             doorbell_armed: false,
             setup_done: false,
             local,
+            capture,
+            peak_mb: 0,
+            used_since_maintenance: false,
+            stop_by: None,
         });
         self.pools.entry(function.id()).or_default();
         Ok(key)
@@ -710,6 +782,7 @@ impl Shard {
                         let _ = env.process.poll_setup();
                     }
                     let timeout = env.function.config().timeout;
+                    let began = inflight.deadline.map(|d| d - timeout);
                     if let Some(next) = env.inflight.front_mut() {
                         next.deadline = Some(now + timeout);
                     }
@@ -719,7 +792,9 @@ impl Shard {
                     let function_id = env.function.id();
                     let error = match done.status {
                         ResponseStatus::Ok => None,
-                        ResponseStatus::Error => Some(FunctionError::Handled),
+                        ResponseStatus::Error | ResponseStatus::Unhandled => {
+                            Some(FunctionError::Handled)
+                        }
                         ResponseStatus::TooLarge => {
                             let error = FunctionError::ResponseSizeTooLarge(done.len);
                             self.scratch =
@@ -728,6 +803,13 @@ impl Shard {
                         }
                     };
                     let (start, request_id) = (inflight.start, inflight.request_id);
+                    let tail = self.log_record(
+                        key,
+                        &inflight,
+                        began.map_or(Duration::ZERO, |b| now.saturating_duration_since(b)),
+                        done.run_us,
+                        b"",
+                    );
                     self.finish(
                         inflight,
                         Ok(Outcome {
@@ -736,8 +818,12 @@ impl Shard {
                             env_pid,
                             request_id,
                         }),
+                        tail,
                     );
-                    if idle {
+                    if done.last {
+                        // It ends after this answer (its runtime exited): no more work for it.
+                        self.kill(key, None);
+                    } else if idle {
                         if let Some(pool) = self.pools.get_mut(&function_id) {
                             pool.busy.retain(|k| *k != key);
                             pool.idle.push(key);
@@ -775,7 +861,12 @@ impl Shard {
 
     /// Delivers a finished invocation (its payload is in `scratch`) to its caller. The ticket
     /// has already been released.
-    fn finish(&mut self, inflight: Inflight, result: Result<Outcome, InvokeError>) {
+    fn finish(
+        &mut self,
+        inflight: Inflight,
+        result: Result<Outcome, InvokeError>,
+        log_tail: Option<Vec<u8>>,
+    ) {
         if inflight.sync {
             std::mem::swap(&mut self.sync_payload, &mut self.scratch);
             self.sync_result = Some((inflight.tag, result));
@@ -786,9 +877,76 @@ impl Shard {
                 tag: inflight.tag,
                 result,
                 payload,
+                log_tail,
             });
         }
         self.scratch.clear();
+    }
+
+    /// Collects what `key`'s environment printed for `inflight` (which ran for `ran`; the
+    /// environment measured `run_us` of it, 0 if it did not say), frames it with Lambda's
+    /// `START`/`END`/`REPORT` lines, buffers the record for the function's log and returns its
+    /// tail if the caller asked for it. `note` (hearth's own words about a failure) follows the
+    /// output.
+    fn log_record(
+        &mut self,
+        key: Key,
+        inflight: &Inflight,
+        ran: Duration,
+        run_us: u64,
+        note: &[u8],
+    ) -> Option<Vec<u8>> {
+        let env = slot_env_mut(&mut self.slots, key)?;
+        self.output.clear();
+        let mut dropped = 0;
+        if let Some(capture) = env.capture.as_mut() {
+            capture.drain(&mut self.output, MAX_RECORD_OUTPUT);
+            dropped = capture.take_dropped();
+            if env.inflight.is_empty() && capture.wants_reset() {
+                capture.reset(false);
+                dropped += capture.take_dropped();
+            }
+        }
+        if !note.is_empty() {
+            if !self.output.is_empty() && !self.output.ends_with(b"\n") {
+                self.output.push(b'\n');
+            }
+            self.output.extend_from_slice(note);
+            self.output.push(b'\n');
+        }
+        if !self.logs.enabled() && !inflight.tail {
+            return None;
+        }
+        // The environment's own measure excludes its start-up; it cannot claim more than the
+        // scheduler saw.
+        let run = Duration::from_micros(run_us);
+        let (duration, init) = match (inflight.start, run_us) {
+            (_, 0) => (ran, None),
+            (Start::Cold, _) if run <= ran => (run, Some(ran - run)),
+            _ => (run.min(ran), None),
+        };
+        if env.peak_mb == 0 || inflight.start == Start::Cold {
+            env.peak_mb = env.process.memory_peak().map_or(0, |b| b.div_ceil(1 << 20));
+        }
+        let function = &env.function;
+        let request_id = hearth_ipc::request_id_text(&inflight.request_id);
+        let report = Report {
+            request_id: std::str::from_utf8(&request_id).unwrap_or_default(),
+            version: function.version(),
+            duration,
+            init,
+            memory_mb: function.config().memory_mb,
+            max_memory_mb: env.peak_mb,
+            start: match inflight.start {
+                Start::Cold => "cold",
+                Start::Warm => "warm",
+                Start::Queued => "queued",
+            },
+            dropped,
+        };
+        crate::logs::frame(&mut self.record, &self.output, &report);
+        self.logs.push(function.name(), &self.record);
+        inflight.tail.then(|| crate::logs::tail(&self.record))
     }
 
     /// Kills an environment; its head invocation fails with `error` (if given), the rest (which
@@ -798,7 +956,16 @@ impl Shard {
         if env.state == State::Dying {
             return;
         }
-        env.process.kill();
+        let graceful = error.is_none()
+            && env.inflight.is_empty()
+            && env.function.config().launch == Launch::RuntimeApi;
+        if graceful {
+            // Idle and retired: hearth-init gives its extensions their SHUTDOWN event first.
+            env.process.terminate();
+            env.stop_by = Some(Instant::now() + GRACEFUL_STOP);
+        } else {
+            env.process.kill();
+        }
         env.state = State::Dying;
         let function = env.function.clone();
         let pid = env.process.pid();
@@ -818,11 +985,14 @@ impl Shard {
         if let Some(head) = inflight.pop_front() {
             match error {
                 Some(error) => {
-                    self.scratch = error.document(
-                        &format_request_id(&head.request_id),
-                        function.config().timeout,
-                    );
+                    let timeout = function.config().timeout;
+                    self.scratch = error.document(&format_request_id(&head.request_id), timeout);
                     let (start, request_id) = (head.start, head.request_id);
+                    let ran = head.deadline.map_or(Duration::ZERO, |d| {
+                        timeout.saturating_sub(d.saturating_duration_since(Instant::now()))
+                    });
+                    let note = self.scratch.clone();
+                    let tail = self.log_record(key, &head, ran, 0, &note);
                     self.finish(
                         head,
                         Ok(Outcome {
@@ -831,6 +1001,7 @@ impl Shard {
                             env_pid: pid,
                             request_id,
                         }),
+                        tail,
                     );
                 }
                 None => {
@@ -838,13 +1009,14 @@ impl Shard {
                     self.finish(
                         head,
                         Err(InvokeError::Service("the environment was stopped".into())),
+                        None,
                     );
                 }
             }
         }
         for queued in inflight {
             self.scratch.clear();
-            self.finish(queued, Err(InvokeError::Service("the environment this invocation was queued on failed before it started; it did not run".into())));
+            self.finish(queued, Err(InvokeError::Service("the environment this invocation was queued on failed before it started; it did not run".into())), None);
         }
     }
 
@@ -943,7 +1115,7 @@ impl Shard {
                 .account
                 .release(function.concurrency(), queued.ticket);
             self.scratch.clear();
-            self.finish(queued, Err(InvokeError::Service(message.to_owned())));
+            self.finish(queued, Err(InvokeError::Service(message.to_owned())), None);
         }
     }
 
@@ -962,6 +1134,18 @@ impl Shard {
             }
             let _ = env.process.wait();
             let _ = env.process.release_cgroup();
+            // What it printed after its last invocation (extensions at shutdown, background
+            // work) goes to the function's log as it is, outside any invocation's record.
+            if let Some(capture) = env.capture.as_mut() {
+                self.output.clear();
+                capture.drain(&mut self.output, MAX_RECORD_OUTPUT);
+                if !self.output.is_empty() {
+                    if !self.output.ends_with(b"\n") {
+                        self.output.push(b'\n');
+                    }
+                    self.logs.push(env.function.name(), &self.output);
+                }
+            }
         }
         slot.generation = slot.generation.wrapping_add(1);
         self.free_slots.push(key.slot);
@@ -1089,6 +1273,26 @@ impl Shard {
             self.stats.reaped += 1;
             self.kill(key, None);
         }
+        for slot in &mut self.slots {
+            let Some(env) = slot.env.as_mut() else {
+                continue;
+            };
+            if env.stop_by.is_some_and(|t| now >= t) {
+                env.stop_by = None;
+                env.process.kill();
+            }
+            if let Some(capture) = env.capture.as_mut() {
+                // A function printing faster than it is answered: drop past the window
+                // rather than let the file grow.
+                capture.reset(true);
+            }
+            if std::mem::take(&mut env.used_since_maintenance) {
+                if let Some(peak) = env.process.memory_peak() {
+                    env.peak_mb = env.peak_mb.max(peak.div_ceil(1 << 20));
+                }
+            }
+        }
+        self.logs.flush();
         let slots = &self.slots;
         self.pools.retain(|_, pool| {
             pool.idle.retain(|&k| slot_env(slots, k).is_some());
@@ -1212,11 +1416,26 @@ impl Shard {
         for &key in &keys {
             self.kill(key, None);
         }
+        // Environments stopping gracefully get their grace period, then are killed.
+        let deadline = Instant::now() + GRACEFUL_STOP;
+        while keys
+            .iter()
+            .any(|&k| self.env(k).is_some_and(|e| e.stop_by.is_some()))
+            && Instant::now() < deadline
+        {
+            self.progress(Some(Instant::now() + Duration::from_millis(10)));
+        }
+        for &key in &keys {
+            if let Some(env) = self.env_mut(key) {
+                env.process.kill();
+            }
+        }
         for key in keys {
             self.release_env(key);
         }
         self.pools.clear();
         self.busy.clear();
+        self.logs.flush();
     }
 
     /// Whether the environment `function`'s next warm invocation will use is asleep on its

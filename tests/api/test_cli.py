@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REGION, ROLE, RUNTIME, code_sha256, unique_name, wait_active
+from support import REGION, ROLE, RUNTIME, code_sha256, make_zip, unique_name, wait_active
 
 
 def aws_cli() -> str:
@@ -128,3 +128,28 @@ def test_cli_error_exit_status(hearth, tmp_path):
     # The CLI exits 255 on a service error in v1 (installed here) and 254 in v2.
     assert proc.returncode in (254, 255), proc
     assert b"ResourceNotFoundException" in proc.stderr, proc.stderr
+
+
+def test_cli_layers(hearth, make_function, tmp_path):
+    env = key_env(hearth, tmp_path)
+    layer = unique_name("cli-layer")
+    (tmp_path / "layer.zip").write_bytes(make_zip({"lib/data.txt": (b"from the cli\n", 0o644)}))
+    published = run_aws(
+        hearth, env, "lambda", "publish-layer-version", "--layer-name", layer,
+        "--zip-file", "fileb://layer.zip", "--compatible-runtimes", "python3.12", "provided.al2023",
+        cwd=tmp_path,
+    )
+    assert published["Version"] == 1
+    assert published["CompatibleRuntimes"] == ["python3.12", "provided.al2023"]
+    versions = run_aws(hearth, env, "lambda", "list-layer-versions", "--layer-name", layer)["LayerVersions"]
+    assert [v["LayerVersionArn"] for v in versions] == [published["LayerVersionArn"]]
+
+    name = make_function("echo")["FunctionName"]
+    updated = run_aws(
+        hearth, env, "lambda", "update-function-configuration", "--function-name", name,
+        "--layers", published["LayerVersionArn"],
+    )
+    assert updated["Layers"] == [{"Arn": published["LayerVersionArn"], "CodeSize": published["Content"]["CodeSize"]}]
+
+    run_aws(hearth, env, "lambda", "delete-layer-version", "--layer-name", layer, "--version-number", "1")
+    assert run_aws(hearth, env, "lambda", "list-layer-versions", "--layer-name", layer)["LayerVersions"] == []

@@ -87,16 +87,6 @@ def test_os_only_runtimes_are_accepted_and_run(lam, make_function, runtime):
     assert body == b'{"runtime": "%s"}' % runtime.encode()
 
 
-@pytest.mark.parametrize("runtime", ["python3.12", "nodejs22.x"])
-def test_managed_runtimes_are_refused_for_now(lam, make_function, runtime):
-    name = unique_name("runtime")
-    with pytest.raises(lam.exceptions.InvalidParameterValueException) as exc:
-        make_function("echo", name=name, Runtime=runtime)
-    assert_error(exc.value, "InvalidParameterValueException", 400)
-    with pytest.raises(lam.exceptions.ResourceNotFoundException):
-        lam.get_function(FunctionName=name)
-
-
 def test_duplicate_name_is_a_conflict(lam, make_function):
     name = make_function("echo")["FunctionName"]
     with pytest.raises(lam.exceptions.ResourceConflictException) as exc:

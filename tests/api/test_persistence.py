@@ -1,14 +1,30 @@
 """State survives a restart of the daemon on the same data dir: after kill -9 (a crash) and
-after SIGTERM (which must exit 0). The credentials file is kept, not regenerated."""
+after SIGTERM (which must exit 0). The credentials file is kept, not regenerated. Layers are
+part of the state: their versions, their version counters, and the layers functions use."""
 
 import threading
 
 import pytest
 
-from support import code_sha256, invoke, poll, wait_updated
+from support import code_sha256, invoke, make_zip, poll, unique_name, wait_updated
+
+
+def build_layer(lam):
+    """A layer with versions 1 and 2, where 2 is deleted; returns version 1."""
+    name = unique_name("persisted-layer")
+    first = lam.publish_layer_version(
+        LayerName=name,
+        Content={"ZipFile": make_zip({"lib/kept.txt": (b"kept\n", 0o644)})},
+        Description="layer v1",
+        CompatibleRuntimes=["provided.al2023"],
+    )
+    lam.publish_layer_version(LayerName=name, Content={"ZipFile": make_zip({"lib/gone.txt": (b"gone\n", 0o644)})})
+    lam.delete_layer_version(LayerName=name, VersionNumber=2)
+    return first
 
 
 def build_state(lam, make_function, sample_zip):
+    layer = build_layer(lam)
     created = make_function(
         "echo",
         Description="persisted",
@@ -16,7 +32,9 @@ def build_state(lam, make_function, sample_zip):
         Timeout=7,
         Environment={"Variables": {"KEEP": "me"}},
         Tags={"persist": "yes"},
+        Layers=[layer["LayerVersionArn"]],
     )
+    created["TestLayer"] = layer
     name = created["FunctionName"]
     assert lam.publish_version(FunctionName=name)["Version"] == "1"
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1", Description="kept")
@@ -40,10 +58,14 @@ def check_state(lam, created, unreserved_before):
     assert config["Environment"]["Variables"] == {"KEEP": "me"}
     assert config["CodeSha256"] == created["CodeSha256"]
     assert config["CodeSize"] == created["CodeSize"]
+    layer = created["TestLayer"]
+    layers = [{"Arn": layer["LayerVersionArn"], "CodeSize": layer["Content"]["CodeSize"]}]
+    assert config["Layers"] == layers
 
     v1 = lam.get_function_configuration(FunctionName=name, Qualifier="1")
     assert v1["Handler"] == "echo"
     assert v1["FunctionArn"] == arn + ":1"
+    assert v1["Layers"] == layers
     versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]]
     assert versions == ["$LATEST", "1"]
 
@@ -60,6 +82,17 @@ def check_state(lam, created, unreserved_before):
     assert (resp["ExecutedVersion"], body) == ("1", b'"v1"')
     resp, body = invoke(lam, name, b'"alias"', Qualifier="live")
     assert (resp["ExecutedVersion"], body) == ("1", b'"alias"')
+
+    layer_name = layer["LayerArn"].rsplit(":", 1)[1]
+    got = lam.get_layer_version(LayerName=layer_name, VersionNumber=1)
+    assert (got["LayerVersionArn"], got["Description"], got["CreatedDate"], got["CompatibleRuntimes"]) == (
+        layer["LayerVersionArn"], "layer v1", layer["CreatedDate"], ["provided.al2023"]
+    )
+    assert got["Content"]["CodeSha256"] == layer["Content"]["CodeSha256"]
+    assert [v["Version"] for v in lam.list_layer_versions(LayerName=layer_name)["LayerVersions"]] == [1]
+    # the layer's version counter was kept: deleted version 2 is not handed out again
+    again = lam.publish_layer_version(LayerName=layer_name, Content={"ZipFile": make_zip({"x": (b"x", 0o644)})})
+    assert again["Version"] == 3
 
     # the version counter was kept too: the next version is 2, not 1 again
     lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"KEEP": "changed"}})

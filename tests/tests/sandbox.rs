@@ -76,6 +76,9 @@ fn spawn_limited(
             limits,
             tmp_bytes: 16 << 20,
             cpus: None,
+            loopback: false,
+            runtime_dir: None,
+            layers: &[],
         })
         .expect("spawn")
 }

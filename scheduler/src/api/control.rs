@@ -10,17 +10,21 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Map, Value};
 
 use crate::api::model::{
-    revision_id, timestamp, AliasRecord, FunctionRecord, Provisioned, VersionConfig,
+    revision_id, timestamp, AliasRecord, FunctionRecord, LayerRecord, LayerRef, LayerVersionRecord,
+    Provisioned, VersionConfig,
 };
-use crate::api::{ApiError, FunctionRef, Identity};
+use crate::api::{
+    runtime, valid_layer_name, ApiError, FunctionRef, Identity, LayerArn, LAYER_NAME_PATTERN,
+    LAYER_VERSION_ARN_PATTERN,
+};
 use crate::code::{CodeLimits, CodeStore};
 use crate::engine::{Engine, Waker};
-use crate::http::{query_pairs, Response};
+use crate::http::{percent_decode, query_pairs, Response};
 use crate::store::Store;
 use crate::{FunctionConfig, LATEST};
 
-/// Runtimes whose functions run `/var/task/bootstrap` (Lambda's OS-only runtimes).
-pub const SUPPORTED_RUNTIMES: [&str; 3] = ["provided", "provided.al2", "provided.al2023"];
+/// Lambda's limit on the layers one function uses.
+const MAX_LAYERS: usize = 5;
 
 /// A request handed over by a shard.
 #[derive(Debug)]
@@ -60,6 +64,7 @@ pub(crate) struct Control {
     code: CodeStore,
     limits: CodeLimits,
     functions: BTreeMap<String, FunctionRecord>,
+    layers: BTreeMap<String, LayerRecord>,
     /// Signs the code download URLs `GetFunction` hands out (new at every start).
     url_key: [u8; 32],
 }
@@ -68,6 +73,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control")
             .field("functions", &self.functions.len())
+            .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +151,37 @@ impl Fields<'_> {
         }
     }
 
+    /// A list of strings; `field` is the model's name for it in validation messages.
+    fn strings(&self, key: &str, field: &str) -> Result<Option<Vec<String>>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(ApiError::validation(format!(
+                        "1 validation error detected: Value at '{field}' failed to satisfy constraint: Member must satisfy constraint: [Member must not be null, Member must be a string]"
+                    ))),
+                })
+                .collect::<Result<_>>()
+                .map(Some),
+            Some(_) => Err(ApiError::invalid(format!("'{key}' must be a list of strings"))),
+        }
+    }
+
+    /// A string of at most `max` characters.
+    fn bounded(&self, key: &str, field: &str, max: usize) -> Result<Option<String>> {
+        let value = self.string(key)?;
+        if let Some(v) = &value {
+            if v.chars().count() > max {
+                return Err(ApiError::validation(format!(
+                    "1 validation error detected: Value '{v}' at '{field}' failed to satisfy constraint: Member must have length less than or equal to {max}"
+                )));
+            }
+        }
+        Ok(value)
+    }
+
     fn bool(&self, key: &str) -> Result<bool> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(false),
@@ -211,15 +248,89 @@ fn check_role(role: &str) -> Result<()> {
     }
 }
 
-fn check_runtime(runtime: &str) -> Result<()> {
-    if SUPPORTED_RUNTIMES.contains(&runtime) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "The runtime parameter of {runtime} is not supported by this hearth build; supported runtimes: {}",
-            SUPPORTED_RUNTIMES.join(", ")
-        )))
+/// Checks a layer's `CompatibleRuntimes` (any runtime Lambda knows, at most 15) and
+/// `CompatibleArchitectures` (x86_64, arm64; at most 2), as Lambda's model does.
+fn check_compatibility(
+    runtimes: Option<&[String]>,
+    architectures: Option<&[String]>,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    for (list, field, allowed, max) in [
+        (runtimes, "compatibleRuntimes", runtime::LAMBDA_RUNTIMES, 15),
+        (architectures, "compatibleArchitectures", ARCHITECTURES, 2),
+    ] {
+        let Some(list) = list else { continue };
+        let shown = format!("[{}]", list.join(", "));
+        if list.len() > max {
+            errors.push(format!(
+                "Value '{shown}' at '{field}' failed to satisfy constraint: Member must have length less than or equal to {max}"
+            ));
+        }
+        if list.iter().any(|v| !allowed.contains(&v.as_str())) {
+            errors.push(format!(
+                "Value '{shown}' at '{field}' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [{}]]",
+                allowed.join(", ")
+            ));
+        }
     }
+    validation_errors(errors)
+}
+
+/// Lambda's architectures.
+const ARCHITECTURES: &[&str] = &["x86_64", "arm64"];
+
+/// Lambda's "N validation error(s) detected: a; b", or Ok when there are none.
+fn validation_errors(errors: Vec<String>) -> Result<()> {
+    match errors.len() {
+        0 => Ok(()),
+        n => Err(ApiError::validation(format!(
+            "{n} validation error{} detected: {}",
+            if n == 1 { "" } else { "s" },
+            errors.join("; ")
+        ))),
+    }
+}
+
+/// ListLayers' and ListLayerVersions' filters, checked as Lambda's model does.
+fn layer_filters(query: &[(String, String)]) -> Result<(Option<&str>, Option<&str>)> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (runtime, architecture) = (param("CompatibleRuntime"), param("CompatibleArchitecture"));
+    let mut errors = Vec::new();
+    if let Some(r) = runtime.filter(|r| !runtime::LAMBDA_RUNTIMES.contains(r)) {
+        errors.push(format!(
+            "Value '{r}' at 'compatibleRuntime' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            runtime::LAMBDA_RUNTIMES.join(", ")
+        ));
+    }
+    if let Some(a) = architecture.filter(|a| !ARCHITECTURES.contains(a)) {
+        errors.push(format!(
+            "Value '{a}' at 'compatibleArchitecture' failed to satisfy constraint: Member must satisfy enum value set: [x86_64, arm64]"
+        ));
+    }
+    validation_errors(errors)?;
+    Ok((runtime, architecture))
+}
+
+/// A layer version number from a path.
+fn layer_version_number(raw: &str) -> Result<u64> {
+    let n: i64 = raw.parse().map_err(|_| {
+        ApiError::validation(format!(
+            "1 validation error detected: Value '{raw}' at 'versionNumber' failed to satisfy constraint: Member must be a number"
+        ))
+    })?;
+    u64::try_from(n)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::invalid("Layer Version Cannot be less than 1"))
+}
+
+fn layer_not_found() -> ApiError {
+    ApiError::not_found("The resource you requested does not exist.")
 }
 
 /// Lambda's `ProvisionedConcurrencyConfig` with `available` environments started.
@@ -299,6 +410,7 @@ impl Control {
             code,
             limits: CodeLimits::default(),
             functions: BTreeMap::new(),
+            layers: BTreeMap::new(),
             url_key: {
                 let mut key = [0u8; 32];
                 for chunk in key.chunks_mut(8) {
@@ -314,15 +426,27 @@ impl Control {
             }
             control.functions.insert(name, record);
         }
+        for layer in control.store.load_layers()? {
+            control.layers.insert(layer.name.clone(), layer);
+        }
         let keep = control.referenced_code();
         let _ = control.code.retain(&keep);
         Ok(control)
     }
 
+    /// Every code address in use: functions' code and the layers they use (deleted layer
+    /// versions included, as Lambda keeps them for the functions that use them), and every
+    /// live layer version.
     fn referenced_code(&self) -> HashSet<String> {
+        let layers = self
+            .layers
+            .values()
+            .flat_map(|l| l.versions.values())
+            .map(|v| v.code_sha256_hex.as_str());
         self.functions
             .values()
             .flat_map(FunctionRecord::code_addresses)
+            .chain(layers)
             .map(str::to_owned)
             .collect()
     }
@@ -338,7 +462,31 @@ impl Control {
         let code = self.code.get(&config.code_sha256_hex).ok_or_else(|| {
             ApiError::service(format!("the code of {name} is missing from the code store"))
         })?;
+        let runtime = runtime::lookup(&config.runtime).ok_or_else(|| {
+            ApiError::service(format!(
+                "{name} uses the runtime {}, which this hearth build does not know",
+                config.runtime
+            ))
+        })?;
         let mut engine = FunctionConfig::new(name, code.dir, config.handler.clone());
+        engine.launch = runtime.launch;
+        engine.command = runtime.command.to_owned();
+        engine.args = runtime.args.iter().map(|a| (*a).to_owned()).collect();
+        engine.layers = config
+            .layers
+            .iter()
+            .map(|layer| {
+                self.code
+                    .get(&layer.code_sha256_hex)
+                    .map(|c| c.dir)
+                    .ok_or_else(|| {
+                        ApiError::service(format!(
+                            "the code of {}, a layer of {name}, is missing from the code store",
+                            layer.arn
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
         engine.memory_mb = config.memory_size;
         engine.timeout = Duration::from_secs(u64::from(config.timeout));
         engine.environment = config
@@ -492,6 +640,26 @@ impl Control {
                 self.provisioned(engine, method, f, &query, body)
             }
             ("GET", ["2016-08-19", "account-settings"]) => Ok(self.account_settings(engine)),
+            ("GET", ["2018-10-31", "layers"]) => {
+                if query
+                    .iter()
+                    .any(|(k, v)| k == "find" && v == "LayerVersion")
+                {
+                    self.get_layer_version_by_arn(&query, &request.host)
+                } else {
+                    self.list_layers(&query)
+                }
+            }
+            ("POST", ["2018-10-31", "layers", l, "versions"]) => {
+                self.publish_layer_version(l, body, &request.host)
+            }
+            ("GET", ["2018-10-31", "layers", l, "versions"]) => self.list_layer_versions(l, &query),
+            ("GET", ["2018-10-31", "layers", l, "versions", n]) => {
+                self.get_layer_version(l, n, &request.host)
+            }
+            ("DELETE", ["2018-10-31", "layers", l, "versions", n]) => {
+                self.delete_layer_version(l, n)
+            }
             (_, ["2017-03-31", "tags", arn]) => self.tags(method, arn, &query, body),
             _ => Err(ApiError::new(
                 404,
@@ -557,7 +725,7 @@ impl Control {
             }
         }
         let runtime = fields.required("Runtime")?;
-        check_runtime(&runtime)?;
+        runtime::check(&runtime)?;
         let role = fields.required("Role")?;
         check_role(&role)?;
         if let Some(architectures) = body.get("Architectures") {
@@ -567,10 +735,11 @@ impl Control {
         }
         let environment = Self::environment(&fields)?.unwrap_or_default();
         check_environment(&environment)?;
+        let layers = self.resolve_layers(&fields)?.unwrap_or_default();
         let code = fields
             .object("Code")?
             .ok_or_else(|| ApiError::invalid("1 validation error detected: Value null at 'code' failed to satisfy constraint: Member must not be null"))?;
-        let stored = self.store_code(code)?;
+        let stored = self.store_code(code, "Code")?;
         let tags = fields.string_map("Tags")?.unwrap_or_default();
         let config = VersionConfig {
             version: LATEST.into(),
@@ -587,6 +756,7 @@ impl Control {
             code_size: stored.size,
             last_modified: timestamp(SystemTime::now()),
             revision_id: revision_id(),
+            layers,
         };
         let engine_config = self.engine_config(&name, &config)?;
         engine_config.validate()?;
@@ -635,18 +805,26 @@ impl Control {
         }
     }
 
-    fn store_code(&self, code: &Map<String, Value>) -> Result<crate::code::StoredCode> {
+    /// Stores `{what}.ZipFile` (`what` is `Code` for functions, `Content` for layers).
+    fn store_code(&self, code: &Map<String, Value>, what: &str) -> Result<crate::code::StoredCode> {
         if code.contains_key("S3Bucket") || code.contains_key("ImageUri") {
-            return Err(ApiError::invalid(
-                "hearth accepts code as Code.ZipFile only (no S3 locations or images)",
-            ));
+            return Err(ApiError::invalid(format!(
+                "hearth accepts code as {what}.ZipFile only (no S3 locations or images)"
+            )));
         }
         let zip = Fields(code).string("ZipFile")?.ok_or_else(|| {
-            ApiError::invalid("Please provide a source for function code (Code.ZipFile).")
+            let kind = if what == "Code" {
+                "function code"
+            } else {
+                "layer content"
+            };
+            ApiError::invalid(format!(
+                "Please provide a source for {kind} ({what}.ZipFile)."
+            ))
         })?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(zip.as_bytes())
-            .map_err(|_| ApiError::invalid("Code.ZipFile must be base64-encoded"))?;
+            .map_err(|_| ApiError::invalid(format!("{what}.ZipFile must be base64-encoded")))?;
         self.code
             .put_zip(&bytes, &self.limits)
             .map_err(|e| ApiError::new(e.status(), e.error_type(), e.to_string()))
@@ -867,7 +1045,7 @@ impl Control {
         let function = self.function_ref(raw, &[])?;
         let record = self.record(&function.name)?;
         precondition(fields.string("RevisionId")?, &record.latest.revision_id)?;
-        let stored = self.store_code(&body)?;
+        let stored = self.store_code(&body, "Code")?;
         if fields.bool("DryRun")? {
             return Ok(Response::json(
                 200,
@@ -897,7 +1075,7 @@ impl Control {
         precondition(fields.string("RevisionId")?, &record.latest.revision_id)?;
         let mut latest = record.latest.clone();
         if let Some(runtime) = fields.string("Runtime")? {
-            check_runtime(&runtime)?;
+            runtime::check(&runtime)?;
             latest.runtime = runtime;
         }
         if let Some(role) = fields.string("Role")? {
@@ -922,6 +1100,9 @@ impl Control {
         }
         if let Some(size) = Self::ephemeral(&fields)? {
             latest.ephemeral_storage = size;
+        }
+        if let Some(layers) = self.resolve_layers(&fields)? {
+            latest.layers = layers;
         }
         latest.last_modified = timestamp(SystemTime::now());
         latest.revision_id = revision_id();
@@ -1247,6 +1428,12 @@ impl Control {
             .values()
             .flat_map(|r| std::iter::once(&r.latest).chain(r.versions.values()))
             .map(|v| v.code_size)
+            .chain(
+                self.layers
+                    .values()
+                    .flat_map(|l| l.versions.values())
+                    .map(|v| v.code_size),
+            )
             .sum();
         Response::json(
             200,
@@ -1357,6 +1544,271 @@ impl Control {
         }
     }
 
+    // ----- layers ---------------------------------------------------------------------------
+
+    /// The layer a `{LayerName}` path segment names (a name or a layer ARN without version);
+    /// `None` for another account's or region's layer, which hearth never holds.
+    fn layer_name(&self, raw: &str) -> Result<Option<String>> {
+        let text = percent_decode(raw).ok_or_else(|| {
+            ApiError::invalid("The layer name is not valid percent-encoded UTF-8")
+        })?;
+        let bad = || {
+            ApiError::validation(format!(
+                "1 validation error detected: Value '{text}' at 'layerName' failed to satisfy constraint: Member must satisfy regular expression pattern: {LAYER_NAME_PATTERN}"
+            ))
+        };
+        if text.len() > 140 {
+            return Err(bad());
+        }
+        if text.starts_with("arn:") {
+            let arn = LayerArn::parse(&text)
+                .filter(|a| a.version.is_none())
+                .ok_or_else(bad)?;
+            return Ok(self.own_layer(&arn).then_some(arn.name));
+        }
+        if valid_layer_name(&text) {
+            Ok(Some(text))
+        } else {
+            Err(bad())
+        }
+    }
+
+    fn own_layer(&self, arn: &LayerArn) -> bool {
+        arn.account == self.identity.account && arn.region == self.identity.region
+    }
+
+    /// A live layer version.
+    fn layer_version(&self, name: &str, n: u64) -> Option<&LayerVersionRecord> {
+        self.layers.get(name)?.versions.get(&n)
+    }
+
+    fn layer_version_json(&self, name: &str, version: &LayerVersionRecord, host: &str) -> Value {
+        let location = self.code_url(host, &version.code_sha256_hex);
+        version.to_json(name, &self.identity, location)
+    }
+
+    /// Resolves the `Layers` of CreateFunction and UpdateFunctionConfiguration (`None` when
+    /// absent), with Lambda's checks and messages.
+    fn resolve_layers(&self, fields: &Fields<'_>) -> Result<Option<Vec<LayerRef>>> {
+        let Some(arns) = fields.strings("Layers", "layers")? else {
+            return Ok(None);
+        };
+        if arns.len() > MAX_LAYERS {
+            return Err(ApiError::invalid(format!(
+                "Cannot reference more than {MAX_LAYERS} layers."
+            )));
+        }
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        let mut layers = Vec::with_capacity(arns.len());
+        for arn in &arns {
+            let parsed = LayerArn::parse(arn)
+                .filter(|a| a.version.is_some() && arn.len() <= 140)
+                .ok_or_else(|| {
+                    ApiError::validation(format!(
+                        "1 validation error detected: Value '[{}]' at 'layers' failed to satisfy constraint: Member must satisfy constraint: [Member must have length less than or equal to 140, Member must have length greater than or equal to 1, Member must satisfy regular expression pattern: {LAYER_VERSION_ARN_PATTERN}, Member must not be null]",
+                        arns.join(", ")
+                    ))
+                })?;
+            if parsed.account == self.identity.account && parsed.region != self.identity.region {
+                return Err(ApiError::invalid(format!(
+                    "Layers are not in the same region as the function. Layers are expected to be in region {}.",
+                    self.identity.region
+                )));
+            }
+            let n = parsed.version.unwrap_or(0);
+            let version = self
+                .own_layer(&parsed)
+                .then(|| self.layer_version(&parsed.name, n))
+                .flatten()
+                .ok_or_else(|| ApiError::invalid(format!("Layer version {arn} does not exist.")))?;
+            if let Some(other) = seen.insert(parsed.name.clone(), arn) {
+                return Err(ApiError::invalid(format!(
+                    "Two different versions of the same layer are not allowed to be referenced in the same function. {other} and {arn} are versions of the same layer."
+                )));
+            }
+            layers.push(LayerRef {
+                arn: self.identity.layer_arn(&parsed.name, Some(n)),
+                code_sha256_hex: version.code_sha256_hex.clone(),
+                code_size: version.code_size,
+            });
+        }
+        Ok(Some(layers))
+    }
+
+    fn publish_layer_version(&mut self, raw: &str, body: &[u8], host: &str) -> Result<Response> {
+        let body = json_body(body)?;
+        let fields = Fields(&body);
+        let name = self.layer_name(raw)?.ok_or_else(|| {
+            ApiError::new(
+                403,
+                "AccessDeniedException",
+                "Layers can only be published in this hearth's own account and region",
+            )
+        })?;
+        let description = fields
+            .bounded("Description", "description", 256)?
+            .unwrap_or_default();
+        let license_info = fields.bounded("LicenseInfo", "licenseInfo", 512)?;
+        let compatible_runtimes = fields.strings("CompatibleRuntimes", "compatibleRuntimes")?;
+        let compatible_architectures =
+            fields.strings("CompatibleArchitectures", "compatibleArchitectures")?;
+        check_compatibility(
+            compatible_runtimes.as_deref(),
+            compatible_architectures.as_deref(),
+        )?;
+        let content = fields.object("Content")?.ok_or_else(|| {
+            ApiError::validation("1 validation error detected: Value null at 'content' failed to satisfy constraint: Member must not be null")
+        })?;
+        let stored = self.store_code(content, "Content")?;
+        let mut layer = self
+            .layers
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| LayerRecord {
+                name: name.clone(),
+                versions: BTreeMap::new(),
+                next_version: 1,
+            });
+        let version = LayerVersionRecord {
+            version: layer.next_version,
+            description,
+            license_info,
+            compatible_runtimes,
+            compatible_architectures,
+            created_date: timestamp(SystemTime::now()),
+            code_sha256_hex: stored.sha256_hex,
+            code_sha256: stored.sha256_base64,
+            code_size: stored.size,
+        };
+        layer.next_version += 1;
+        layer.versions.insert(version.version, version.clone());
+        self.store
+            .put_layer_version(&layer, &version)
+            .map_err(store_error)?;
+        let response = self.layer_version_json(&name, &version, host);
+        self.layers.insert(name, layer);
+        Ok(Response::json(201, &response))
+    }
+
+    fn get_layer_version(&self, raw: &str, raw_version: &str, host: &str) -> Result<Response> {
+        let n = layer_version_number(raw_version)?;
+        let name = self.layer_name(raw)?.ok_or_else(layer_not_found)?;
+        let version = self.layer_version(&name, n).ok_or_else(layer_not_found)?;
+        Ok(Response::json(
+            200,
+            &self.layer_version_json(&name, version, host),
+        ))
+    }
+
+    fn get_layer_version_by_arn(&self, query: &[(String, String)], host: &str) -> Result<Response> {
+        let arn = query
+            .iter()
+            .find(|(k, _)| k == "Arn")
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| {
+                ApiError::validation("1 validation error detected: Value null at 'arn' failed to satisfy constraint: Member must not be null")
+            })?;
+        let parsed = LayerArn::parse(arn)
+            .filter(|a| a.version.is_some())
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "1 validation error detected: Value '{arn}' at 'arn' failed to satisfy constraint: Member must satisfy regular expression pattern: {LAYER_VERSION_ARN_PATTERN}"
+                ))
+            })?;
+        let version = self
+            .own_layer(&parsed)
+            .then(|| self.layer_version(&parsed.name, parsed.version.unwrap_or(0)))
+            .flatten()
+            .ok_or_else(layer_not_found)?;
+        Ok(Response::json(
+            200,
+            &self.layer_version_json(&parsed.name, version, host),
+        ))
+    }
+
+    /// ListLayers: each layer with its newest version that matches the filters.
+    fn list_layers(&self, query: &[(String, String)]) -> Result<Response> {
+        let (runtime, architecture) = layer_filters(query)?;
+        let all: Vec<(&str, &LayerVersionRecord)> = self
+            .layers
+            .values()
+            .filter_map(|layer| {
+                let latest = layer
+                    .versions
+                    .values()
+                    .rev()
+                    .find(|v| v.matches(runtime, architecture))?;
+                Some((layer.name.as_str(), latest))
+            })
+            .collect();
+        let (page, next) = paginate(all, query, |(name, _)| (*name).to_owned())?;
+        let layers: Vec<Value> = page
+            .iter()
+            .map(|(name, latest)| {
+                json!({
+                    "LayerName": name,
+                    "LayerArn": self.identity.layer_arn(name, None),
+                    "LatestMatchingVersion": latest.list_item_json(name, &self.identity),
+                })
+            })
+            .collect();
+        let mut response = json!({ "Layers": layers });
+        if let Some(next) = next {
+            response["NextMarker"] = next.into();
+        }
+        Ok(Response::json(200, &response))
+    }
+
+    /// ListLayerVersions: newest first, as Lambda lists them; a layer hearth does not hold has
+    /// no versions (not an error, as in Lambda).
+    fn list_layer_versions(&self, raw: &str, query: &[(String, String)]) -> Result<Response> {
+        let (runtime, architecture) = layer_filters(query)?;
+        let name = self.layer_name(raw)?;
+        let layer = name.as_deref().and_then(|n| self.layers.get(n));
+        let all: Vec<&LayerVersionRecord> = layer
+            .map(|l| {
+                l.versions
+                    .values()
+                    .rev()
+                    .filter(|v| v.matches(runtime, architecture))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Markers must sort like the list: newest first is ascending in (MAX - version).
+        let (page, next) = paginate(all, query, |v| format!("{:020}", u64::MAX - v.version))?;
+        let versions: Vec<Value> = match layer {
+            Some(l) => page
+                .iter()
+                .map(|v| v.list_item_json(&l.name, &self.identity))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut response = json!({ "LayerVersions": versions });
+        if let Some(next) = next {
+            response["NextMarker"] = next.into();
+        }
+        Ok(Response::json(200, &response))
+    }
+
+    /// DeleteLayerVersion: idempotent (204 for a version that does not exist), as in Lambda.
+    /// Functions that use the version keep its code (see [`Self::referenced_code`]).
+    fn delete_layer_version(&mut self, raw: &str, raw_version: &str) -> Result<Response> {
+        let n = layer_version_number(raw_version)?;
+        let Some(name) = self.layer_name(raw)? else {
+            return Ok(Response::empty(204));
+        };
+        if self.layer_version(&name, n).is_some() {
+            self.store
+                .delete_layer_version(&name, n)
+                .map_err(store_error)?;
+            if let Some(layer) = self.layers.get_mut(&name) {
+                layer.versions.remove(&n);
+            }
+            self.collect_garbage();
+        }
+        Ok(Response::empty(204))
+    }
+
     // ----- tags -----------------------------------------------------------------------------
 
     fn tags(
@@ -1450,10 +1902,38 @@ mod tests {
     }
 
     #[test]
-    fn roles_and_runtimes() {
+    fn roles() {
         assert!(check_role("arn:aws:iam::123456789012:role/lambda").is_ok());
         assert!(check_role("not-a-role").is_err());
-        assert!(check_runtime("provided.al2023").is_ok());
-        assert!(check_runtime("python3.12").is_err());
+    }
+
+    #[test]
+    fn layer_parameters() {
+        let list = |v: &[&str]| -> Vec<String> { v.iter().map(|s| (*s).to_owned()).collect() };
+        assert!(check_compatibility(
+            Some(&list(&["python3.12", "java21"])),
+            Some(&list(&["x86_64", "arm64"]))
+        )
+        .is_ok());
+        let err = check_compatibility(Some(&list(&["cobol"])), Some(&list(&["mips"]))).unwrap_err();
+        assert_eq!((err.status, err.error_type), (400, "ValidationException"));
+        assert!(
+            err.message.starts_with(
+                "2 validation errors detected: Value '[cobol]' at 'compatibleRuntimes'"
+            ),
+            "{}",
+            err.message
+        );
+        assert!(check_compatibility(Some(&list(&["provided"; 16])), None).is_err());
+        assert!(check_compatibility(None, Some(&list(&["x86_64"; 3]))).is_err());
+        assert_eq!(layer_version_number("7").unwrap(), 7);
+        for bad in ["0", "-1"] {
+            let err = layer_version_number(bad).unwrap_err();
+            assert_eq!(err.message, "Layer Version Cannot be less than 1");
+        }
+        assert_eq!(
+            layer_version_number("x").unwrap_err().error_type,
+            "ValidationException"
+        );
     }
 }

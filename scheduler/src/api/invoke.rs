@@ -1,10 +1,6 @@
 //! Invoke, served on the shard that received the request: the response is written straight from
 //! the completion's payload into the connection's output buffer.
 
-use std::time::Duration;
-
-use base64::Engine as _;
-
 use crate::api::ApiError;
 use crate::http::{push_header, write_head, Persist};
 use crate::{FunctionError, InvokeError, Outcome};
@@ -54,24 +50,6 @@ pub(crate) fn invoke_error(e: &InvokeError, arn: &str) -> ApiError {
         ),
         InvokeError::Service(m) => ApiError::service(m.clone()),
     }
-}
-
-/// The log lines Lambda frames each invocation with; returned (base64) for `LogType=Tail`.
-/// Function output is not captured per invocation yet, so the tail holds these lines only.
-pub(crate) fn log_tail(
-    request_id: &str,
-    version: &str,
-    duration: Duration,
-    memory_mb: u32,
-    cold: bool,
-) -> String {
-    let ms = duration.as_secs_f64() * 1000.0;
-    let billed = duration.as_millis().max(1);
-    let start = if cold { "cold" } else { "warm" };
-    let text = format!(
-        "START RequestId: {request_id} Version: {version}\nEND RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tStart: {start}\t\n"
-    );
-    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// Writes the response of a finished synchronous invocation.

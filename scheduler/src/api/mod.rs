@@ -8,6 +8,7 @@
 pub(crate) mod control;
 pub(crate) mod invoke;
 pub(crate) mod model;
+pub(crate) mod runtime;
 
 use crate::http::{percent_decode, Response};
 
@@ -49,6 +50,18 @@ impl Identity {
         }
         arn
     }
+
+    /// `arn:aws:lambda:...:layer:name[:version]`.
+    pub(crate) fn layer_arn(&self, name: &str, version: Option<u64>) -> String {
+        let mut arn = format!(
+            "arn:aws:lambda:{}:{}:layer:{name}",
+            self.region, self.account
+        );
+        if let Some(v) = version {
+            arn.push_str(&format!(":{v}"));
+        }
+        arn
+    }
 }
 
 /// An error answered in Lambda's shape.
@@ -81,6 +94,11 @@ impl ApiError {
 
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Self::new(409, "ResourceConflictException", message)
+    }
+
+    /// A request that breaks a constraint of Lambda's API model (length, pattern, enum).
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
+        Self::new(400, "ValidationException", message)
     }
 
     pub(crate) fn service(message: impl Into<String>) -> Self {
@@ -208,6 +226,63 @@ impl FunctionRef {
     }
 }
 
+/// Lambda's pattern for `LayerName` (a name or a layer ARN without a version).
+pub(crate) const LAYER_NAME_PATTERN: &str = "(arn:(aws[a-zA-Z-]*)?:lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{1}:\\d{12}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+";
+
+/// Lambda's pattern for `LayerVersionArn`.
+pub(crate) const LAYER_VERSION_ARN_PATTERN: &str = "arn:(aws[a-zA-Z-]*)?:lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{1}:\\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+";
+
+/// A layer ARN, `arn:PARTITION:lambda:REGION:ACCOUNT:layer:NAME[:VERSION]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LayerArn {
+    pub region: String,
+    pub account: String,
+    pub name: String,
+    pub version: Option<u64>,
+}
+
+impl LayerArn {
+    /// Parses a layer ARN (with or without a version); `None` if it is not one.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (partition, region, account, name, version) = match parts.as_slice() {
+            ["arn", p, "lambda", r, a, "layer", n] => (*p, *r, *a, *n, None),
+            ["arn", p, "lambda", r, a, "layer", n, v] => (*p, *r, *a, *n, Some(*v)),
+            _ => return None,
+        };
+        let region_ok = region.len() >= 4
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let version = match version {
+            None => None,
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(v.parse().ok()?)
+            }
+            Some(_) => return None,
+        };
+        let valid = partition.starts_with("aws")
+            && region_ok
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && valid_layer_name(name);
+        valid.then(|| Self {
+            region: region.to_owned(),
+            account: account.to_owned(),
+            name: name.to_owned(),
+            version,
+        })
+    }
+}
+
+/// `[a-zA-Z0-9-_]+`, at most 140 characters (the limit of the whole `LayerName`).
+pub(crate) fn valid_layer_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 140
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The function segment of an Invoke path, `/2015-03-31/functions/{id}/invocations`.
 pub(crate) fn invoke_target<'a>(method: &str, path: &'a str) -> Option<&'a str> {
     if method != "POST" {
@@ -267,6 +342,37 @@ mod tests {
         let r = parse("f:1").unwrap();
         assert!(r.clone().with_query_qualifier(Some("2".into())).is_err());
         assert!(r.with_query_qualifier(Some("1".into())).is_ok());
+    }
+
+    #[test]
+    fn layer_arns() {
+        assert_eq!(
+            LayerArn::parse("arn:aws:lambda:us-east-1:000000000000:layer:my-layer_1:12"),
+            Some(LayerArn {
+                region: "us-east-1".into(),
+                account: "000000000000".into(),
+                name: "my-layer_1".into(),
+                version: Some(12),
+            })
+        );
+        assert_eq!(
+            LayerArn::parse("arn:aws:lambda:eu-west-2:123456789012:layer:l")
+                .unwrap()
+                .version,
+            None
+        );
+        for bad in [
+            "l",
+            "arn:aws:lambda:us-east-1:000000000000:function:f:1",
+            "arn:aws:lambda:us-east-1:00000000000:layer:l:1",
+            "arn:aws:lambda:us-east-1:000000000000:layer:l:x",
+            "arn:aws:lambda:us-east-1:000000000000:layer:l:",
+            "arn:aws:lambda:us-east-1:000000000000:layer:a b:1",
+            "arn:aws:lambda:us-east-1:000000000000:layer:l:1:2",
+            "arn:other:lambda:us-east-1:000000000000:layer:l:1",
+        ] {
+            assert_eq!(LayerArn::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -27,6 +27,21 @@ pub(crate) struct VersionConfig {
     pub code_size: u64,
     pub last_modified: String,
     pub revision_id: String,
+    /// Layer versions in Lambda's order (absent in rows written before layers existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRef>,
+}
+
+/// One layer version a function uses. The code address is kept with the function, so the
+/// function keeps working (and its layer's code is kept) after the layer version is deleted,
+/// as in Lambda.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LayerRef {
+    /// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME:N`.
+    pub arn: String,
+    /// Hex SHA-256 of the layer's zip: its address in the code store.
+    pub code_sha256_hex: String,
+    pub code_size: u64,
 }
 
 impl VersionConfig {
@@ -41,6 +56,7 @@ impl VersionConfig {
             && self.environment == other.environment
             && self.ephemeral_storage == other.ephemeral_storage
             && self.code_sha256_hex == other.code_sha256_hex
+            && self.layers == other.layers
     }
 
     /// Lambda's `FunctionConfiguration`.
@@ -72,7 +88,21 @@ impl VersionConfig {
         if !self.environment.is_empty() {
             config["Environment"] = json!({ "Variables": self.environment });
         }
+        if !self.layers.is_empty() {
+            let layers: Vec<Value> = self
+                .layers
+                .iter()
+                .map(|l| json!({"Arn": l.arn, "CodeSize": l.code_size}))
+                .collect();
+            config["Layers"] = layers.into();
+        }
         config
+    }
+
+    /// The code store addresses this configuration runs: its own code, then its layers'.
+    pub(crate) fn code_addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.code_sha256_hex.as_str())
+            .chain(self.layers.iter().map(|l| l.code_sha256_hex.as_str()))
     }
 }
 
@@ -153,12 +183,81 @@ impl FunctionRecord {
         self.config(Some(qualifier)).map(|c| c.version.clone())
     }
 
-    /// Every code address the function uses.
+    /// Every code address the function uses, its layers' included.
     pub(crate) fn code_addresses(&self) -> impl Iterator<Item = &str> {
         std::iter::once(&self.latest)
             .chain(self.versions.values())
-            .map(|v| v.code_sha256_hex.as_str())
+            .flat_map(VersionConfig::code_addresses)
     }
+}
+
+/// One published version of a layer. Immutable once published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LayerVersionRecord {
+    pub version: u64,
+    pub description: String,
+    /// `None` when not given (Lambda then omits the field).
+    pub license_info: Option<String>,
+    pub compatible_runtimes: Option<Vec<String>>,
+    pub compatible_architectures: Option<Vec<String>>,
+    pub created_date: String,
+    /// Hex SHA-256 of the zip: its address in the code store.
+    pub code_sha256_hex: String,
+    /// Base64 SHA-256 of the zip (Lambda's `CodeSha256`).
+    pub code_sha256: String,
+    pub code_size: u64,
+}
+
+impl LayerVersionRecord {
+    /// Whether this version matches ListLayers/ListLayerVersions filters: a version that names
+    /// no compatible runtimes (architectures) matches no runtime (architecture) filter.
+    pub(crate) fn matches(&self, runtime: Option<&str>, architecture: Option<&str>) -> bool {
+        let has = |list: &Option<Vec<String>>, want: Option<&str>| {
+            want.is_none_or(|w| list.as_ref().is_some_and(|l| l.iter().any(|x| x == w)))
+        };
+        has(&self.compatible_runtimes, runtime) && has(&self.compatible_architectures, architecture)
+    }
+
+    /// Lambda's `LayerVersionsListItem`.
+    pub(crate) fn list_item_json(&self, layer: &str, identity: &Identity) -> Value {
+        let mut item = json!({
+            "LayerVersionArn": identity.layer_arn(layer, Some(self.version)),
+            "Version": self.version,
+            "Description": self.description,
+            "CreatedDate": self.created_date,
+        });
+        if let Some(runtimes) = &self.compatible_runtimes {
+            item["CompatibleRuntimes"] = json!(runtimes);
+        }
+        if let Some(architectures) = &self.compatible_architectures {
+            item["CompatibleArchitectures"] = json!(architectures);
+        }
+        if let Some(license) = &self.license_info {
+            item["LicenseInfo"] = json!(license);
+        }
+        item
+    }
+
+    /// Lambda's `GetLayerVersionResponse` (also PublishLayerVersion's); `location` is the
+    /// presigned download URL of the zip.
+    pub(crate) fn to_json(&self, layer: &str, identity: &Identity, location: String) -> Value {
+        let mut response = self.list_item_json(layer, identity);
+        response["LayerArn"] = identity.layer_arn(layer, None).into();
+        response["Content"] = json!({
+            "Location": location,
+            "CodeSha256": self.code_sha256,
+            "CodeSize": self.code_size,
+        });
+        response
+    }
+}
+
+/// A layer: its versions and the next version number (never reused, even after deletes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LayerRecord {
+    pub name: String,
+    pub versions: BTreeMap<u64, LayerVersionRecord>,
+    pub next_version: u64,
 }
 
 /// Lambda's timestamp format, `2026-11-27T20:45:57.123+0000`.

@@ -24,6 +24,7 @@ use hearth_scheduler::{AccessKey, EngineConfig, Identity};
 #[cfg(not(loom))]
 const USAGE: &str = "\
 usage: hearth serve [--listen ADDR]... [--data-dir DIR] [--config FILE] [--insecure-no-auth]
+       hearth logs FUNCTION [--follow] [--data-dir DIR]
 
   --listen ADDR        127.0.0.1:9001 (default), any IP:PORT, or unix:PATH; repeatable
   --data-dir DIR       state directory (default: $XDG_DATA_HOME/hearth or ~/.local/share/hearth)
@@ -31,6 +32,10 @@ usage: hearth serve [--listen ADDR]... [--data-dir DIR] [--config FILE] [--insec
                        account_concurrency, shards, head_timeout_ms, body_timeout_ms,
                        idle_timeout_ms
   --insecure-no-auth   accept unsigned requests (local experiments only)
+  --follow, -f         (logs) keep printing what the function logs
+
+`hearth logs` prints a function's stored log (START/END/REPORT per invocation, what the
+function printed in between) from DIR/logs/FUNCTION.
 
 Requests are verified with AWS Signature V4. Without access_keys in the config, a key pair is
 generated at first start, stored in DIR/credentials and printed once.
@@ -38,6 +43,9 @@ Logging: HEARTH_LOG (e.g. info, debug).";
 
 #[cfg(not(loom))]
 struct Args {
+    /// `hearth logs FUNCTION`: the function.
+    logs: Option<String>,
+    follow: bool,
     listen: Vec<String>,
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
@@ -46,12 +54,19 @@ struct Args {
 
 #[cfg(not(loom))]
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    match args.next().as_deref() {
-        Some("serve") => {}
+    let logs = match args.next().as_deref() {
+        Some("serve") => None,
+        Some("logs") => Some(
+            args.next()
+                .filter(|a| !a.starts_with('-'))
+                .ok_or("logs needs a function name")?,
+        ),
         Some("-h" | "--help" | "help") | None => return Err(String::new()),
         Some(other) => return Err(format!("unknown command '{other}'")),
-    }
+    };
     let mut parsed = Args {
+        logs,
+        follow: false,
         listen: Vec::new(),
         data_dir: None,
         config: None,
@@ -73,6 +88,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--data-dir" => parsed.data_dir = Some(value("--data-dir")?.into()),
             "--config" => parsed.config = Some(value("--config")?.into()),
             "--insecure-no-auth" => parsed.insecure = true,
+            "--follow" | "-f" if parsed.logs.is_some() => parsed.follow = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option '{other}'")),
         }
@@ -169,6 +185,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(function) = &args.logs {
+        let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let dir = hearth_scheduler::daemon::logs_dir(&data_dir);
+        let mut out = std::io::stdout().lock();
+        return match hearth_scheduler::logs::print(&dir, function, args.follow, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hearth: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config(args) {
         Ok(config) => config,
         Err(e) => {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::api::control::{ControlReply, ControlRequest};
-use crate::api::invoke::{invoke_error, log_tail, write_result, InvocationType};
+use crate::api::invoke::{invoke_error, write_result, InvocationType};
 use crate::api::{self, ApiError, FunctionRef, Identity};
 use crate::auth::{SignedRequest, Verifier};
 use crate::engine::ShardService;
@@ -32,7 +32,7 @@ use crate::http::{
     self, decode_chunked, parse_head, Chunked, Framing, Head, Parsed, Persist, Refusal,
 };
 use crate::registry::Function;
-use crate::shard::{Completion, NetEvent, Shard, Start};
+use crate::shard::{Completion, NetEvent, Shard};
 use crate::uring::{Key, NetOp};
 
 /// How long the front door waits for clients.
@@ -86,11 +86,7 @@ enum Phase {
     /// Reading (or waiting for) a request.
     Reading,
     /// A synchronous invocation is running.
-    Invoking {
-        function: Arc<Function>,
-        started: Instant,
-        tail: bool,
-    },
+    Invoking { function: Arc<Function>, tail: bool },
     /// The control thread has the request.
     Control,
 }
@@ -741,14 +737,13 @@ impl FrontDoor {
                 let tail = head
                     .header(buf, "x-amz-log-type")
                     .is_some_and(|v| v == b"Tail");
-                shard
-                    .submit(&function, body, tag_of(key))
-                    .map_err(|e| invoke_error(&e, &arn()))?;
-                Ok(Dispatched::Pending(Phase::Invoking {
-                    function,
-                    started: Instant::now(),
-                    tail,
-                }))
+                if tail {
+                    shard.submit_with_tail(&function, body, tag_of(key))
+                } else {
+                    shard.submit(&function, body, tag_of(key))
+                }
+                .map_err(|e| invoke_error(&e, &arn()))?;
+                Ok(Dispatched::Pending(Phase::Invoking { function, tail }))
             }
         }
     }
@@ -767,11 +762,7 @@ impl FrontDoor {
             shard.recycle(completion.payload);
             return;
         };
-        let Phase::Invoking {
-            function,
-            started,
-            tail,
-        } = std::mem::replace(&mut conn.phase, Phase::Reading)
+        let Phase::Invoking { function, tail } = std::mem::replace(&mut conn.phase, Phase::Reading)
         else {
             shard.recycle(completion.payload);
             return;
@@ -779,12 +770,9 @@ impl FrontDoor {
         match completion.result {
             Ok(outcome) => {
                 let log = tail.then(|| {
-                    log_tail(
-                        &hearth_ipc::format_request_id(&outcome.request_id),
-                        function.version(),
-                        started.elapsed(),
-                        function.config().memory_mb,
-                        outcome.start == Start::Cold,
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        completion.log_tail.as_deref().unwrap_or_default(),
                     )
                 });
                 let payload = &completion.payload;

@@ -89,6 +89,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
         tmp_bytes: 16 << 20,
         cpus: None,
+        loopback: false,
+        runtime_dir: None,
+        layers: &[],
     })?;
     let (_, answer) = hearth_tests::invoke_environment(&mut channel, &mut environment, b"{}")?;
     if mode == "hold" {
@@ -131,6 +134,9 @@ fn spawn_live(
         },
         tmp_bytes: 16 << 20,
         cpus: None,
+        loopback: false,
+        runtime_dir: None,
+        layers: &[],
     })?;
     Ok(Live { channel, env })
 }
@@ -355,6 +361,9 @@ fn invoke(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
         // The scheduler's default ephemeral storage.
         tmp_bytes: 512 << 20,
         cpus: None,
+        loopback: false,
+        runtime_dir: None,
+        layers: &[],
     })?;
     channel.submit(&event, &hearth_ipc::RequestMeta::default())?;
     let mut live = Live {
