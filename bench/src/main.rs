@@ -15,6 +15,7 @@ mod containment;
 mod http;
 mod limits;
 mod report;
+mod runtimes;
 mod scenarios;
 mod sys;
 
@@ -38,6 +39,11 @@ const SCENARIOS: &[&str] = &[
     "warm.native.inflight64",
     "warm.native.parked",
     "cold.native",
+    "warm.runtime_api",
+    "warm.python",
+    "warm.awslambdaric",
+    "cold.runtime_api",
+    "cold.python",
     "mem.idle_env",
     "noisy.victim",
     "timeout.kill",
@@ -143,6 +149,8 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
     let mut echo_p50 = None;
     let mut nginx_rate = None;
     let mut bench = None;
+    let mut runtime_bench: Option<runtimes::RuntimeBench> = None;
+    let mut warm_native_p50 = None;
     let mut daemon: Option<http::Daemon> = None;
     let mut abuse: Option<containment::Containment> = None;
     let load_time = Duration::from_secs(if quick { 2 } else { 6 });
@@ -198,6 +206,30 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                     containment::timeout_kill(c, n(20, 5))?
                 }
             }
+            runtime_scenario @ ("warm.runtime_api" | "warm.python" | "warm.awslambdaric"
+            | "cold.runtime_api" | "cold.python") => {
+                if !sys::is_root() {
+                    anyhow::bail!("{runtime_scenario} starts real environments and needs root");
+                }
+                if runtime_bench.is_none() {
+                    runtime_bench = Some(runtimes::RuntimeBench::start()?);
+                }
+                let rb = runtime_bench.as_ref().expect("started above");
+                let (lat, elapsed, mut extra) = match runtime_scenario {
+                    "warm.runtime_api" => runtimes::warm(rb, "rapi", n(20_000, 5_000))?,
+                    "warm.python" => runtimes::warm(rb, "py", n(10_000, 2_000))?,
+                    "warm.awslambdaric" => runtimes::warm(rb, "ric", n(10_000, 2_000))?,
+                    "cold.runtime_api" => runtimes::cold(rb, "rapi-cold", n(200, 50))?,
+                    _ => runtimes::cold(rb, "py-cold", n(100, 30))?,
+                };
+                if let Some(native) = warm_native_p50 {
+                    extra["vs_warm_native_p50"] =
+                        json!(report::round2(lat.quantile_us(0.5) / native));
+                    extra["overhead_vs_warm_native_p50_us"] =
+                        json!(report::round2(lat.quantile_us(0.5) - native));
+                }
+                (lat, elapsed, extra)
+            }
             http_scenario @ ("http.invoke" | "http.invoke.c64") => {
                 if !sys::is_root() {
                     anyhow::bail!("{http_scenario} starts real environments and needs root");
@@ -239,7 +271,11 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 }
                 let bench = bench.as_ref().expect("bench started above");
                 match engine_scenario {
-                    "warm.native" => scenarios::warm(bench, n(500_000, 100_000))?,
+                    "warm.native" => {
+                        let result = scenarios::warm(bench, n(500_000, 100_000))?;
+                        warm_native_p50 = Some(result.0.quantile_us(0.5));
+                        result
+                    }
                     "warm.native.inflight64" => {
                         scenarios::inflight64(bench, n(2_000_000, 500_000))?
                     }
@@ -262,6 +298,9 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
     }
     if let Some(bench) = bench {
         bench.engine.shutdown();
+    }
+    if let Some(bench) = runtime_bench {
+        bench.shutdown();
     }
     Ok(())
 }

@@ -150,6 +150,9 @@ pub struct FunctionConfig {
     pub layers: Vec<PathBuf>,
     /// Lambda's handler string, passed as `_HANDLER`.
     pub handler: String,
+    /// Lambda's runtime identifier (`python3.12`, `provided.al2023`, …; empty for embedded
+    /// native functions). Managed runtimes get `AWS_EXECUTION_ENV=AWS_Lambda_<runtime>`.
+    pub runtime: String,
     /// Memory in MB: 128–10240. The environment's cgroup limit.
     pub memory_mb: u32,
     /// Timeout: up to 900 s.
@@ -180,6 +183,7 @@ impl FunctionConfig {
             launch: Launch::Native,
             layers: Vec::new(),
             handler: handler.into(),
+            runtime: String::new(),
             memory_mb: 128,
             timeout: Duration::from_secs(3),
             environment: Vec::new(),

@@ -74,4 +74,4 @@ pub use hearth_sandbox::{ExitStatus, LandlockMode, SandboxConfig};
 #[cfg(not(loom))]
 pub use registry::{Alias, Function, LATEST};
 #[cfg(not(loom))]
-pub use shard::{Completion, Outcome, Shard, ShardStats, Start};
+pub use shard::{Completion, Invocation, Outcome, Shard, ShardStats, Start};

@@ -32,6 +32,7 @@ pub struct Function {
     env: Vec<(String, String)>,
     /// Runtime API header lines passed with each invocation ([`Launch::RuntimeApi`] only).
     runtime_context: Vec<u8>,
+    arn: String,
     provisioned: AtomicU32,
 }
 
@@ -71,6 +72,11 @@ impl Function {
     /// invoked function's ARN, qualified by its version unless it is `$LATEST`.
     pub fn runtime_context(&self) -> &[u8] {
         &self.runtime_context
+    }
+
+    /// The function's unqualified ARN.
+    pub fn arn(&self) -> &str {
+        &self.arn
     }
 
     /// Environments the shards keep started for this version (provisioned concurrency).
@@ -119,6 +125,13 @@ fn process_env(config: &FunctionConfig, version: &str, region: &str) -> Vec<(Str
     }
     if config.launch == Launch::RuntimeApi {
         env.push(("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into()));
+    }
+    // Lambda names the managed runtime here (the OS-only `provided` runtimes get none).
+    if !config.runtime.is_empty() && !config.runtime.starts_with("provided") {
+        env.push((
+            "AWS_EXECUTION_ENV".into(),
+            format!("AWS_Lambda_{}", config.runtime),
+        ));
     }
     env.extend(config.environment.iter().cloned());
     env
@@ -291,6 +304,10 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             env: process_env(&config, version, &self.region),
             runtime_context: runtime_context(&config, version, &self.region, &self.account),
+            arn: format!(
+                "arn:aws:lambda:{}:{}:function:{}",
+                self.region, self.account, config.name
+            ),
             version: version.to_owned(),
             config,
             concurrency,

@@ -56,6 +56,15 @@ const LOCAL_RUN_LIMIT: Duration = Duration::from_millis(50);
 /// How long a Runtime API environment asked to stop (SIGTERM) has before it is killed: Lambda
 /// gives extensions 2 s after `SHUTDOWN`.
 const GRACEFUL_STOP: Duration = Duration::from_millis(2500);
+/// Lambda's Init phase limit: a Runtime API environment's first invocation may wait this long
+/// for the runtime (and its extensions) to initialise before its own timeout starts.
+const INIT_LIMIT: Duration = Duration::from_secs(10);
+/// How often a shard looks at environments still initialising (to start their invocation's
+/// timeout once the runtime takes it).
+const INIT_POLL: Duration = Duration::from_millis(10);
+/// How often the captures of long-running invocations are checked for overflow (see
+/// [`Shard::check_captures`]): a flood at a few GB/s fills tens of MB in that time.
+const CAPTURE_CHECK: Duration = Duration::from_millis(5);
 /// Tasks (processes and threads) per environment, as in Lambda.
 const PIDS_PER_ENV: u64 = 1024;
 
@@ -82,6 +91,17 @@ pub struct Outcome {
     pub env_pid: i32,
     /// Lambda's request id of the invocation (format with [`format_request_id`]).
     pub request_id: [u8; 16],
+}
+
+/// What a caller says about one invocation ([`Shard::submit_invocation`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Invocation<'a> {
+    /// The version or alias the caller named.
+    pub qualifier: Option<&'a str>,
+    /// Client context JSON (one line), passed to the runtime as `Lambda-Runtime-Client-Context`.
+    pub client_context: Option<&'a [u8]>,
+    /// Return the last 4 KB of the invocation's log.
+    pub tail: bool,
 }
 
 /// A finished invocation submitted with [`Shard::submit`].
@@ -140,6 +160,8 @@ struct Inflight {
     start: Start,
     /// Set when this invocation reaches the head of its environment's queue (it runs then).
     deadline: Option<Instant>,
+    /// When it reached the head of the queue.
+    began: Option<Instant>,
     /// Its caller wants the tail of its log.
     tail: bool,
 }
@@ -173,6 +195,8 @@ struct Env {
     used_since_maintenance: bool,
     /// Asked to stop gracefully: killed if still alive at this instant.
     stop_by: Option<Instant>,
+    /// A Runtime API environment whose runtime has not yet asked for its first invocation.
+    initializing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -219,8 +243,11 @@ pub struct Shard {
     rng: u64,
     next_sync_tag: u64,
     next_maintenance: Instant,
+    next_capture_check: Instant,
     stats: ShardStats,
     logs: ShardLogs,
+    /// Runtime API headers built for one invocation ([`Shard::submit_invocation`]).
+    next_context: Option<Vec<u8>>,
     /// An invocation's captured output, then its framed record (reused buffers).
     output: Vec<u8>,
     record: Vec<u8>,
@@ -298,8 +325,10 @@ impl Shard {
             rng: crate::sys::random_u64() | 1,
             next_sync_tag: 0,
             next_maintenance: Instant::now() + MAINTENANCE_INTERVAL,
+            next_capture_check: Instant::now(),
             stats: ShardStats::default(),
             logs: ShardLogs::new(logs),
+            next_context: None,
             output: Vec::new(),
             record: Vec::new(),
         };
@@ -405,6 +434,39 @@ impl Shard {
         self.dispatch(function, payload, tag, false, true)
     }
 
+    /// Like [`Shard::submit`], with what the caller said about the invocation: the qualifier it
+    /// named (an alias shows in the runtime's `invoked_function_arn`), its client context (the
+    /// decoded JSON of `X-Amz-Client-Context`), and whether it wants the log's tail.
+    pub fn submit_invocation(
+        &mut self,
+        function: &Arc<Function>,
+        payload: &[u8],
+        tag: u64,
+        invocation: &Invocation<'_>,
+    ) -> Result<(), InvokeError> {
+        let runtime_api = function.config().launch == Launch::RuntimeApi;
+        if !runtime_api || (invocation.qualifier.is_none() && invocation.client_context.is_none()) {
+            return self.dispatch(function, payload, tag, false, invocation.tail);
+        }
+        let mut context = Vec::with_capacity(256);
+        context.extend_from_slice(b"Lambda-Runtime-Invoked-Function-Arn: ");
+        context.extend_from_slice(function.arn().as_bytes());
+        if let Some(qualifier) = invocation.qualifier {
+            context.push(b':');
+            context.extend_from_slice(qualifier.as_bytes());
+        }
+        context.push(b'\n');
+        if let Some(client_context) = invocation.client_context {
+            context.extend_from_slice(b"Lambda-Runtime-Client-Context: ");
+            context.extend_from_slice(client_context);
+            context.push(b'\n');
+        }
+        self.next_context = Some(context);
+        let result = self.dispatch(function, payload, tag, false, invocation.tail);
+        self.next_context = None;
+        result
+    }
+
     /// Moves finished invocations into `out`. With a `timeout`, waits (spinning briefly, then
     /// sleeping) up to that long for at least one; returns how many were added.
     pub fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> usize {
@@ -492,10 +554,13 @@ impl Shard {
     ) -> Result<(), InvokeError> {
         let request_id = crate::sys::uuid_v4(&mut self.rng);
         let timeout = function.config().timeout;
+        let custom_context = self.next_context.take();
         let meta = RequestMeta {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             request_id,
-            context: function.runtime_context(),
+            context: custom_context
+                .as_deref()
+                .unwrap_or(function.runtime_context()),
         };
         // A picked environment can turn out broken (it answered twice or corrupted its ring:
         // it is killed) or, when queueing, full (its arena holds earlier large payloads): then
@@ -527,7 +592,14 @@ impl Shard {
             match env.channel.submit(payload, &meta) {
                 Ok(id) => {
                     let now = Instant::now();
-                    let deadline = env.inflight.is_empty().then_some(now + timeout);
+                    let first = env.inflight.is_empty();
+                    let allowance = if env.initializing {
+                        INIT_LIMIT
+                    } else {
+                        Duration::ZERO
+                    };
+                    let deadline = first.then_some(now + allowance + timeout);
+                    let began = first.then_some(now);
                     env.inflight.push_back(Inflight {
                         tag,
                         sync,
@@ -536,6 +608,7 @@ impl Shard {
                         request_id,
                         start,
                         deadline,
+                        began,
                         tail,
                     });
                     env.last_used = now;
@@ -732,6 +805,7 @@ impl Shard {
             peak_mb: 0,
             used_since_maintenance: false,
             stop_by: None,
+            initializing: runtime_api,
         });
         self.pools.entry(function.id()).or_default();
         Ok(key)
@@ -753,8 +827,32 @@ impl Shard {
             slot_env(slots, k).is_some_and(|e| e.state == State::Live && !e.inflight.is_empty())
         });
         self.poll_events();
+        if now >= self.next_capture_check {
+            self.check_captures(now);
+        }
         if now >= self.next_maintenance {
             self.maintain();
+        }
+    }
+
+    /// A function printing faster than it is answered fills its capture's file past the window
+    /// the shard reads, and the pages it fills count against its memory limit: every
+    /// [`CAPTURE_CHECK`], the captures of invocations running longer than that are rewound if
+    /// they overflowed (one `lseek` each; the overflow is dropped and counted).
+    fn check_captures(&mut self, now: Instant) {
+        self.next_capture_check = now + CAPTURE_CHECK;
+        for &key in &self.busy {
+            let Some(env) = slot_env_mut(&mut self.slots, key) else {
+                continue;
+            };
+            let long = env
+                .inflight
+                .front()
+                .and_then(|i| i.began)
+                .is_some_and(|b| now.saturating_duration_since(b) >= CAPTURE_CHECK);
+            if let (true, Some(capture)) = (long, env.capture.as_mut()) {
+                capture.reset(true);
+            }
         }
     }
 
@@ -782,9 +880,11 @@ impl Shard {
                         let _ = env.process.poll_setup();
                     }
                     let timeout = env.function.config().timeout;
-                    let began = inflight.deadline.map(|d| d - timeout);
+                    let began = inflight.began;
+                    env.initializing = false;
                     if let Some(next) = env.inflight.front_mut() {
                         next.deadline = Some(now + timeout);
+                        next.began = Some(now);
                     }
                     env.last_used = now;
                     let env_pid = env.process.pid();
@@ -831,8 +931,19 @@ impl Shard {
                     }
                 }
                 Ok(None) => {
-                    let deadline = env.inflight.front().and_then(|i| i.deadline);
                     let timeout = env.function.config().timeout;
+                    if env.initializing {
+                        let head = env.inflight.front().map(|i| i.id);
+                        if head.is_some_and(|id| env.channel.taken(id)) {
+                            // Init is over (the runtime asked for the invocation): its own
+                            // timeout starts now.
+                            env.initializing = false;
+                            if let Some(head) = env.inflight.front_mut() {
+                                head.deadline = Some(now + timeout);
+                            }
+                        }
+                    }
+                    let deadline = env.inflight.front().and_then(|i| i.deadline);
                     let running =
                         deadline.map(|d| timeout.saturating_sub(d.saturating_duration_since(now)));
                     if env.local && running.is_some_and(|r| r >= LOCAL_RUN_LIMIT) {
@@ -988,9 +1099,7 @@ impl Shard {
                     let timeout = function.config().timeout;
                     self.scratch = error.document(&format_request_id(&head.request_id), timeout);
                     let (start, request_id) = (head.start, head.request_id);
-                    let ran = head.deadline.map_or(Duration::ZERO, |d| {
-                        timeout.saturating_sub(d.saturating_duration_since(Instant::now()))
-                    });
+                    let ran = head.began.map_or(Duration::ZERO, |b| b.elapsed());
                     let note = self.scratch.clone();
                     let tail = self.log_record(key, &head, ran, 0, &note);
                     self.finish(
@@ -1212,12 +1321,15 @@ impl Shard {
                 .unwrap_or(now + MAINTENANCE_INTERVAL)
                 .min(self.next_maintenance);
             for &key in &self.busy {
-                if let Some(deadline) = self
-                    .env(key)
-                    .and_then(|e| e.inflight.front())
-                    .and_then(|i| i.deadline)
-                {
+                let Some(env) = self.env(key) else { continue };
+                if let Some(deadline) = env.inflight.front().and_then(|i| i.deadline) {
                     wake = wake.min(deadline);
+                }
+                if env.initializing {
+                    wake = wake.min(now + INIT_POLL);
+                }
+                if env.capture.is_some() {
+                    wake = wake.min(self.next_capture_check.max(now + CAPTURE_CHECK / 5));
                 }
             }
             let mut timeout = wake.saturating_duration_since(now);

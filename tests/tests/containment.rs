@@ -11,21 +11,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_scheduler::{
-    Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, SandboxConfig,
+    Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, LogConfig, SandboxConfig,
 };
 use hearth_tests::{function_pids, require_root, sample_code_dir};
 
 struct Fixture {
     engine: Arc<Engine>,
+    /// Where function logs go (output is captured and stored, as the daemon does).
+    logs: tempfile::TempDir,
     _state: tempfile::TempDir,
 }
 
 fn fixture() -> Fixture {
     require_root();
     let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let engine = Engine::start(EngineConfig {
         shards: 2,
-        function_output: FunctionOutput::Discard,
+        function_output: FunctionOutput::Capture,
+        logs: Some(LogConfig::new(logs.path())),
         prepared_cgroups: 0,
         sandbox: SandboxConfig {
             state_dir: state.path().to_owned(),
@@ -36,6 +40,7 @@ fn fixture() -> Fixture {
     .expect("engine");
     Fixture {
         engine: Arc::new(engine),
+        logs,
         _state: state,
     }
 }
@@ -188,9 +193,10 @@ fn filling_tmp_ends_in_enospc_at_the_configured_size() {
 }
 
 #[test]
-fn a_stdout_flood_does_not_grow_the_daemon() {
+fn a_stdout_flood_is_capped_in_the_log_and_does_not_grow_the_daemon() {
     let f = fixture();
     f.function("flood", "flood", |c| c.timeout = Duration::from_secs(30));
+    let neighbour = f.neighbour();
     let rss_before = rss_kib();
     let (error, body) = f.invoke("flood", b"1500");
     assert_eq!(error, None);
@@ -205,6 +211,43 @@ fn a_stdout_flood_does_not_grow_the_daemon() {
     assert!(
         grown < 16 * 1024,
         "the daemon grew by {grown} KiB while the function wrote {mib} MiB"
+    );
+    let (answered, _) = neighbour.finish();
+    assert!(answered > 0, "the neighbour answered during the flood");
+    // The invocation's log record keeps at most 256 KiB of output and says how much it dropped.
+    let path = hearth_scheduler::logs::current_file(f.logs.path(), "flood");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = std::fs::read(&path).unwrap_or_default();
+        if log.windows(7).any(|w| w == b"REPORT ") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = String::from_utf8_lossy(&log);
+    let ys = log.iter().filter(|&&b| b == b'y').count();
+    assert!(
+        (1..=256 << 10).contains(&ys),
+        "{ys} bytes of output kept in the record"
+    );
+    let dropped: u64 = text
+        .split("[hearth] ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no dropped-bytes line in the log: {}",
+                &text[text.len().saturating_sub(600)..]
+            )
+        });
+    assert!(
+        dropped > 8 << 20,
+        "the flood of {mib} MiB was counted as dropped: {dropped} bytes"
+    );
+    assert!(
+        text.contains("END RequestId: ") && text.contains("\tStart: cold\t"),
+        "framed record"
     );
 }
 

@@ -821,3 +821,31 @@ fn an_extension_that_stops_asking_delays_only_its_environment() {
         (None, Start::Cold)
     );
 }
+
+#[test]
+fn init_gets_ten_seconds_before_the_invocation_timeout_starts() {
+    let f = fixture();
+    // A 1 s timeout, and an import that takes 1.5 s: Lambda's Init phase has its own 10 s.
+    let dir = code(&[(
+        "slow.py",
+        "import time\ntime.sleep(1.5)\ndef handler(event, context):\n    return context.get_remaining_time_in_millis()\n",
+        false,
+    )]);
+    f.python("slow-init", dir.path(), "slow.handler");
+    let mut config = f.engine.function("slow-init").unwrap().config().clone();
+    config.timeout = Duration::from_secs(1);
+    f.engine.update_function(config).unwrap();
+    let answer = f.invoke("slow-init", b"{}").expect("invoke");
+    assert_eq!(
+        answer.outcome.error,
+        None,
+        "{}",
+        String::from_utf8_lossy(&answer.payload)
+    );
+    let remaining = answer.json().as_u64().unwrap();
+    assert!(
+        (500..=1000).contains(&remaining),
+        "the timeout started after Init: {remaining} ms left"
+    );
+    assert!(answer.log.contains("\tInit Duration: 1"), "{}", answer.log);
+}

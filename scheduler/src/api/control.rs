@@ -470,6 +470,7 @@ impl Control {
         })?;
         let mut engine = FunctionConfig::new(name, code.dir, config.handler.clone());
         engine.launch = runtime.launch;
+        engine.runtime = config.runtime.clone();
         engine.command = runtime.command.to_owned();
         engine.args = runtime.args.iter().map(|a| (*a).to_owned()).collect();
         engine.layers = config

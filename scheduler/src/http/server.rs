@@ -32,7 +32,7 @@ use crate::http::{
     self, decode_chunked, parse_head, Chunked, Framing, Head, Parsed, Persist, Refusal,
 };
 use crate::registry::Function;
-use crate::shard::{Completion, NetEvent, Shard};
+use crate::shard::{Completion, Invocation, NetEvent, Shard};
 use crate::uring::{Key, NetOp};
 
 /// How long the front door waits for clients.
@@ -710,6 +710,15 @@ impl FrontDoor {
             )));
         };
         let arn = || identity.function_arn(name, qualifier);
+        let client_context = match head.header(buf, "x-amz-client-context") {
+            Some(encoded) => Some(decode_client_context(encoded)?),
+            None => None,
+        };
+        let invocation = |tail| Invocation {
+            qualifier,
+            client_context: client_context.as_deref(),
+            tail,
+        };
         match kind {
             InvocationType::DryRun => {
                 let request_id = api::new_request_id(&mut self.rng);
@@ -723,7 +732,7 @@ impl FrontDoor {
             InvocationType::Event => {
                 let tag = ASYNC_TAG | tag_of(key);
                 shard
-                    .submit(&function, body, tag)
+                    .submit_invocation(&function, body, tag, &invocation(false))
                     .map_err(|e| invoke_error(&e, &arn()))?;
                 let request_id = api::new_request_id(&mut self.rng);
                 Ok(Dispatched::Respond(Box::new(
@@ -737,12 +746,9 @@ impl FrontDoor {
                 let tail = head
                     .header(buf, "x-amz-log-type")
                     .is_some_and(|v| v == b"Tail");
-                if tail {
-                    shard.submit_with_tail(&function, body, tag_of(key))
-                } else {
-                    shard.submit(&function, body, tag_of(key))
-                }
-                .map_err(|e| invoke_error(&e, &arn()))?;
+                shard
+                    .submit_invocation(&function, body, tag_of(key), &invocation(tail))
+                    .map_err(|e| invoke_error(&e, &arn()))?;
                 Ok(Dispatched::Pending(Phase::Invoking { function, tail }))
             }
         }
@@ -1028,4 +1034,30 @@ pub(crate) fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<OwnedF
         return Err(std::io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// `X-Amz-Client-Context`: base64 of a JSON object (at most 3583 bytes encoded, as Lambda
+/// allows). Returned as one line of compact JSON, as the runtime receives it.
+fn decode_client_context(encoded: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let bad = || {
+        ApiError::new(
+            400,
+            "InvalidRequestContentException",
+            "Client context must be a valid Base64-encoded JSON object.",
+        )
+    };
+    if encoded.len() > 3583 {
+        return Err(ApiError::new(
+            400,
+            "InvalidRequestContentException",
+            "Client context must be at most 3583 bytes, Base64-encoded.",
+        ));
+    }
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+        .map_err(|_| bad())?;
+    let value: serde_json::Value = serde_json::from_slice(&decoded).map_err(|_| bad())?;
+    if !value.is_object() {
+        return Err(bad());
+    }
+    serde_json::to_vec(&value).map_err(|_| bad())
 }
