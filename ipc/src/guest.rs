@@ -256,6 +256,37 @@ impl GuestChannel {
         self.publish(id, status, len, body, run_us)
     }
 
+    /// Whether someone else consumed requests or published responses on this channel since
+    /// this end attached (another guest attached to the same fd, e.g. a native runtime started
+    /// by hearth-init). This end's ring positions are then stale and it must not answer.
+    pub fn foreign_progress(&self) -> bool {
+        let control = self.map.control();
+        control.req_head.load(Ordering::Relaxed) != self.req.head()
+            || control.resp_tail.load(Ordering::Relaxed) != self.resp.tail()
+    }
+
+    /// Takes over from another guest on this channel that stopped (a native runtime started by
+    /// hearth-init, which read the ring itself and died): continues at its ring positions and,
+    /// if it left exactly one request taken and unanswered while the host had read every earlier
+    /// answer, returns that request so it can be answered. `None`: the state is not that clear,
+    /// and this end must not answer.
+    pub fn take_over(&mut self) -> Result<Option<GuestRequest>, ProtocolError> {
+        let control = self.map.control();
+        let req_head = control.req_head.load(Ordering::Acquire);
+        let resp_tail = control.resp_tail.load(Ordering::Acquire);
+        let resp_head = control.resp_head.load(Ordering::Acquire);
+        if resp_head != resp_tail || req_head.wrapping_sub(resp_tail) != 1 {
+            return Ok(None);
+        }
+        self.req = Consumer::at(req_head.wrapping_sub(1));
+        self.resp = Producer::at(resp_tail);
+        self.arena = ArenaFifo::new(ARENA_LEN as u64);
+        self.resp_ends = [0; SLOTS as usize];
+        self.reclaimed = resp_tail;
+        // The slot is intact: the host does not reuse it before this request is answered.
+        self.take().map(Some)
+    }
+
     /// Marks the next response as the environment's last (see
     /// [`crate::layout::RESPONSE_LAST`]): the host retires the environment after it.
     pub fn mark_last(&mut self) {

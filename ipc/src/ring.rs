@@ -35,6 +35,15 @@ impl Producer {
         }
     }
 
+    /// A producer that continues at `tail` (taking over from another producer that stopped
+    /// there, every earlier slot consumed).
+    pub const fn at(tail: u32) -> Self {
+        Self {
+            tail,
+            head_seen: tail,
+        }
+    }
+
     /// This side's published index.
     pub fn tail(&self) -> u32 {
         self.tail
@@ -85,6 +94,11 @@ impl Consumer {
     /// A consumer at index 0.
     pub const fn new() -> Self {
         Self { head: 0 }
+    }
+
+    /// A consumer that continues at `head`.
+    pub const fn at(head: u32) -> Self {
+        Self { head }
     }
 
     /// This side's published index.

@@ -221,3 +221,53 @@ fn the_host_sees_which_requests_the_guest_has_taken() {
     assert!(host.taken(first));
     assert!(!host.taken(second), "still queued");
 }
+
+#[test]
+fn a_second_guest_takes_over_a_request_the_first_left_unanswered() {
+    let (mut host, mut first) = pair();
+    let fd = host.guest_fd().try_clone_to_owned().unwrap();
+    let mut second = GuestChannel::from_fd(fd).unwrap();
+    let mut out = Vec::new();
+    // The first guest answers one request, then takes another and dies without answering.
+    host.submit(b"one", &RequestMeta::default()).unwrap();
+    let r = first.try_next().unwrap().unwrap();
+    first
+        .respond(r.id, hearth_ipc::ResponseStatus::Ok, b"1")
+        .unwrap();
+    assert!(host.poll(&mut out).unwrap().is_some());
+    let id = host.submit(b"two", &RequestMeta::default()).unwrap();
+    let taken = first.try_next().unwrap().unwrap();
+    drop(first);
+    assert!(second.foreign_progress());
+    let request = second.take_over().unwrap().expect("the unanswered request");
+    assert_eq!(
+        (request.id, second.payload(&request)),
+        (taken.id, &b"two"[..])
+    );
+    second
+        .respond(request.id, hearth_ipc::ResponseStatus::Unhandled, b"{}")
+        .unwrap();
+    let done = host.poll(&mut out).unwrap().expect("answered");
+    assert_eq!(
+        (done.id, done.status),
+        (id, hearth_ipc::ResponseStatus::Unhandled)
+    );
+    // And it serves on from there.
+    host.submit(b"three", &RequestMeta::default()).unwrap();
+    let r = second.try_next().unwrap().unwrap();
+    assert_eq!(second.payload(&r), b"three");
+}
+
+#[test]
+fn take_over_refuses_an_unclear_ring() {
+    let (mut host, mut first) = pair();
+    let fd = host.guest_fd().try_clone_to_owned().unwrap();
+    let mut second = GuestChannel::from_fd(fd).unwrap();
+    // Answered but not yet read by the host: the second guest must not answer anything.
+    host.submit(b"one", &RequestMeta::default()).unwrap();
+    let r = first.try_next().unwrap().unwrap();
+    first
+        .respond(r.id, hearth_ipc::ResponseStatus::Ok, b"1")
+        .unwrap();
+    assert!(second.take_over().unwrap().is_none());
+}

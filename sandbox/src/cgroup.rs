@@ -418,11 +418,18 @@ impl EnvCgroup {
     /// the kernel does not say).
     pub fn memory_peak(&self) -> Option<u64> {
         let text = if self.v2 {
-            let mut file = self.peak.as_ref()?;
-            let mut text = String::new();
-            io::Seek::seek(&mut file, io::SeekFrom::Start(0)).ok()?;
-            io::Read::read_to_string(&mut file, &mut text).ok()?;
-            text
+            match self.peak.as_ref() {
+                Some(mut file) => {
+                    let mut text = String::new();
+                    io::Seek::seek(&mut file, io::SeekFrom::Start(0)).ok()?;
+                    io::Read::read_to_string(&mut file, &mut text).ok()?;
+                    text
+                }
+                // A kernel whose memory.peak cannot be reset (before 6.12) would show a
+                // previous environment's peak: report current use instead (the caller keeps
+                // the highest it saw).
+                None => fs::read_to_string(self.dirs[0].join("memory.current")).ok()?,
+            }
         } else {
             fs::read_to_string(self.dirs[0].join("memory.max_usage_in_bytes")).ok()?
         };

@@ -48,6 +48,9 @@ pub(crate) const MAX_RECORD_OUTPUT: usize = 256 << 10;
 pub const TAIL_BYTES: usize = 4096;
 /// A shard hands its buffered records to the log thread at least this often.
 pub(crate) const FLUSH_BYTES: usize = 1 << 20;
+/// Bytes queued for the log thread at most (all shards together); past it, records are dropped
+/// and counted rather than held in the daemon's memory (a stalled disk).
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// One environment's captured stdout and stderr.
 #[derive(Debug)]
@@ -67,7 +70,12 @@ impl Capture {
     /// A new capture: a memfd of [`CAPTURE_LEN`] zero bytes, mapped shared and read-only.
     pub(crate) fn new() -> io::Result<Self> {
         // SAFETY: a NUL-terminated name and flags; the kernel returns a new fd or -1.
-        let raw = unsafe { libc::memfd_create(c"hearth-output".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe {
+            libc::memfd_create(
+                c"hearth-output".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -76,6 +84,14 @@ impl Capture {
         let len = i64::try_from(CAPTURE_LEN).unwrap_or(i64::MAX);
         // SAFETY: plain syscall on our fd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The environment holds the file read-write: it must never shrink below the mapping,
+        // or reading the mapping would fault (SIGBUS) in the daemon. Growing stays allowed
+        // (its writes extend it); what lies past the window is punched away, never truncated.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on our fd.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a shared read-only mapping of CAPTURE_LEN bytes of our memfd.
@@ -144,24 +160,32 @@ impl Capture {
         self.read >= RESET_AT
     }
 
-    /// Rewinds the capture: zeros the file, shrinks it back to the window, and moves the shared
-    /// offset to 0. Output written past what was read is counted as dropped. With `only_if_full`,
-    /// does nothing unless the environment wrote past the window (a maintenance check, one
-    /// syscall).
+    /// Where the environment's next write goes (one `lseek`).
+    fn written(&self) -> usize {
+        // SAFETY: plain syscall on our own fd.
+        let at = unsafe { libc::lseek(self.fd.as_raw_fd(), 0, libc::SEEK_CUR) };
+        usize::try_from(at).unwrap_or(0)
+    }
+
+    /// Whether the environment wrote past the window (one `lseek`).
+    pub(crate) fn overflowed(&self) -> bool {
+        self.written() > CAPTURE_LEN
+    }
+
+    /// Rewinds the capture: punches the file back to zeros (freeing its pages; the file never
+    /// shrinks, see `new`) and moves the shared offset to 0. Output written past what was read
+    /// is counted as dropped. With `only_if_full`, does nothing unless the environment wrote
+    /// past the window.
     pub(crate) fn reset(&mut self, only_if_full: bool) {
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: plain syscalls on our own fd.
-        let written = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
-        let written = usize::try_from(written).unwrap_or(0);
+        let written = self.written();
         if only_if_full && written <= CAPTURE_LEN {
             return;
         }
+        let fd = self.fd.as_raw_fd();
         let len = i64::try_from(written.max(CAPTURE_LEN)).unwrap_or(i64::MAX);
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         // SAFETY: plain syscalls on our own fd (errors leave the capture as it was).
         unsafe { libc::fallocate(fd, punch, 0, len) };
-        // SAFETY: as above.
-        unsafe { libc::ftruncate(fd, i64::try_from(CAPTURE_LEN).unwrap_or(i64::MAX)) };
         // SAFETY: as above.
         unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
         self.dropped += written.saturating_sub(self.read) as u64;
@@ -234,10 +258,17 @@ pub(crate) struct Batch {
     pub bytes: Vec<u8>,
 }
 
+/// The log thread's queue: batches and the bytes they hold.
+#[derive(Debug, Clone)]
+pub(crate) struct LogQueue {
+    sender: Sender<Batch>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// A shard's side of the log thread.
 #[derive(Debug)]
 pub(crate) struct ShardLogs {
-    sender: Option<Sender<Batch>>,
+    sender: Option<LogQueue>,
     pending: HashMap<String, Vec<u8>>,
     buffered: usize,
     /// Batches dropped because the log thread fell behind.
@@ -245,7 +276,7 @@ pub(crate) struct ShardLogs {
 }
 
 impl ShardLogs {
-    pub(crate) fn new(sender: Option<Sender<Batch>>) -> Self {
+    pub(crate) fn new(sender: Option<LogQueue>) -> Self {
         Self {
             sender,
             pending: HashMap::new(),
@@ -284,19 +315,25 @@ impl ShardLogs {
             dropped_batches,
             ..
         } = self;
-        let Some(sender) = sender else { return };
+        let Some(queue) = sender else { return };
         pending.retain(|function, bytes| {
             if bytes.is_empty() {
                 // Not heard from since the last flush: forgotten.
                 return false;
             }
+            let len = bytes.len();
             let batch = Batch {
                 function: function.clone(),
                 bytes: std::mem::take(bytes),
             };
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                sender.try_send(batch)
-            {
+            let queued = queue.queued.fetch_add(len, Ordering::Relaxed);
+            let sent = queued + len <= MAX_QUEUED_BYTES
+                && !matches!(
+                    queue.sender.try_send(batch),
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+                );
+            if !sent {
+                queue.queued.fetch_sub(len, Ordering::Relaxed);
                 *dropped_batches += 1;
             }
             true
@@ -308,22 +345,29 @@ impl ShardLogs {
 /// The log thread: appends batches to each function's file and rotates by size.
 pub(crate) fn spawn_writer(
     config: LogConfig,
-) -> io::Result<(Sender<Batch>, std::thread::JoinHandle<()>)> {
+) -> io::Result<(LogQueue, std::thread::JoinHandle<()>)> {
     fs::create_dir_all(&config.dir)?;
     let (sender, receiver) = crossbeam_channel::bounded::<Batch>(4096);
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = queued.clone();
     let handle = std::thread::Builder::new()
         .name("hearth-logs".into())
-        .spawn(move || write_loop(&config, &receiver))?;
-    Ok((sender, handle))
+        .spawn(move || write_loop(&config, &receiver, &counter))?;
+    Ok((LogQueue { sender, queued }, handle))
 }
 
-fn write_loop(config: &LogConfig, batches: &Receiver<Batch>) {
+fn write_loop(
+    config: &LogConfig,
+    batches: &Receiver<Batch>,
+    queued: &std::sync::atomic::AtomicUsize,
+) {
     let mut files: HashMap<String, (File, u64)> = HashMap::new();
     while let Ok(batch) = batches.recv() {
         if let Err(e) = append(config, &mut files, &batch) {
             tracing::warn!(function = %batch.function, error = %e, "could not write function logs");
             files.remove(&batch.function);
         }
+        queued.fetch_sub(batch.bytes.len(), Ordering::Relaxed);
     }
 }
 
@@ -496,6 +540,13 @@ mod tests {
             out, b"again",
             "the shared offset was rewound and the file zeroed"
         );
+        // The environment cannot shrink the file under the daemon's mapping (that would be a
+        // SIGBUS in the daemon at the next read).
+        let err = writer.set_len(0).expect_err("shrinking is sealed");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        out.clear();
+        capture.drain(&mut out, 1024);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::admission::Ticket;
 use crate::config::{EnvCpus, FunctionOutput, Launch};
 use crate::engine::Shared;
 use crate::error::{FunctionError, InvokeError};
-use crate::logs::{Batch, Capture, Report, ShardLogs, MAX_RECORD_OUTPUT};
+use crate::logs::{Capture, LogQueue, Report, ShardLogs, MAX_RECORD_OUTPUT};
 use crate::registry::Function;
 use crate::uring::{Event, Key, NetOp, Uring};
 
@@ -197,6 +197,8 @@ struct Env {
     stop_by: Option<Instant>,
     /// A Runtime API environment whose runtime has not yet asked for its first invocation.
     initializing: bool,
+    /// Output of the running invocation read before its capture overflowed and was rewound.
+    early_output: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -285,7 +287,7 @@ impl Shard {
         all_cpus: &[usize],
         shared: Arc<Shared>,
         mailbox: Option<std::os::fd::OwnedFd>,
-        logs: Option<crossbeam_channel::Sender<Batch>>,
+        logs: Option<LogQueue>,
     ) -> std::io::Result<Self> {
         // Always explicit: a new environment otherwise inherits the shard thread's pinning.
         let env_cpus = Some(match (shared.config.env_cpus, cpu) {
@@ -806,6 +808,7 @@ impl Shard {
             used_since_maintenance: false,
             stop_by: None,
             initializing: runtime_api,
+            early_output: Vec::new(),
         });
         self.pools.entry(function.id()).or_default();
         Ok(key)
@@ -851,7 +854,13 @@ impl Shard {
                 .and_then(|i| i.began)
                 .is_some_and(|b| now.saturating_duration_since(b) >= CAPTURE_CHECK);
             if let (true, Some(capture)) = (long, env.capture.as_mut()) {
-                capture.reset(true);
+                if capture.overflowed() {
+                    // Keep the start of the invocation's output for its record, drop the rest.
+                    let room = MAX_RECORD_OUTPUT.saturating_sub(env.early_output.len());
+                    let room = env.early_output.len() + room;
+                    capture.drain(&mut env.early_output, room);
+                    capture.reset(false);
+                }
             }
         }
     }
@@ -1009,6 +1018,9 @@ impl Shard {
     ) -> Option<Vec<u8>> {
         let env = slot_env_mut(&mut self.slots, key)?;
         self.output.clear();
+        if !env.early_output.is_empty() {
+            self.output.append(&mut env.early_output);
+        }
         let mut dropped = 0;
         if let Some(capture) = env.capture.as_mut() {
             capture.drain(&mut self.output, MAX_RECORD_OUTPUT);
@@ -1535,6 +1547,10 @@ impl Shard {
             .any(|&k| self.env(k).is_some_and(|e| e.stop_by.is_some()))
             && Instant::now() < deadline
         {
+            // Stopping: the front door is gone, so its events and the mailbox can wait (left
+            // set, they would make `progress` return at once: a busy loop).
+            self.mailbox_ready = false;
+            self.net_events.clear();
             self.progress(Some(Instant::now() + Duration::from_millis(10)));
         }
         for &key in &keys {

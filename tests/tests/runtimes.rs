@@ -849,3 +849,58 @@ fn init_gets_ten_seconds_before_the_invocation_timeout_starts() {
     );
     assert!(answer.log.contains("\tInit Duration: 1"), "{}", answer.log);
 }
+
+/// A runtime on Python's urllib (which sends `Connection: close` on every request) that posts
+/// its answers over a raw socket it half-closes after writing, as `nc -N` or a shell's
+/// `/dev/tcp` would; its handler also tries to shrink its own stdout file.
+const CLOSING_RUNTIME: &str = r#"#!/usr/bin/python3
+import json, os, socket, urllib.request
+
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+host, port = api.split(":")
+while True:
+    with urllib.request.urlopen(f"http://{api}/2018-06-01/runtime/invocation/next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read())
+    print("event", event, flush=True)
+    try:
+        os.ftruncate(1, 0)
+        shrink = "allowed"
+    except OSError as e:
+        shrink = e.strerror
+    body = json.dumps({"event": event, "shrink": shrink}).encode()
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (rid.encode(), len(body)) + body)
+    s.shutdown(socket.SHUT_WR)
+    answer = s.recv(4096)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 202"), answer
+"#;
+
+#[test]
+fn connection_close_half_close_and_a_shrunk_stdout_are_handled() {
+    let f = fixture();
+    let dir = code(&[("bootstrap", CLOSING_RUNTIME, true)]);
+    f.create("closing", dir.path(), |_| {});
+    for i in 0..3 {
+        let answer = f
+            .invoke("closing", format!("{i}").as_bytes())
+            .expect("invoke");
+        assert_eq!(
+            answer.outcome.error,
+            None,
+            "{}",
+            String::from_utf8_lossy(&answer.payload)
+        );
+        // The output file is sealed against shrinking (the daemon maps it).
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({"event": i, "shrink": "Operation not permitted"})
+        );
+        assert!(
+            answer.log.contains(&format!("event {i}\n")),
+            "{}",
+            answer.log
+        );
+    }
+}

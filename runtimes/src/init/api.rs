@@ -25,6 +25,8 @@ const LISTEN: &str = "127.0.0.1:9001";
 const RUNTIME_PREFIX: &str = "/2018-06-01/runtime/";
 const EXTENSION_PREFIX: &str = "/2020-01-01/extension/";
 const TELEMETRY_PATH: &str = "/2022-07-01/telemetry";
+/// How long hearth-init waits for a peer to read an answer before dropping the connection.
+const SEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Function output read per invocation for telemetry subscribers.
 const TELEMETRY_OUTPUT_MAX: usize = 256 << 10;
 /// Request ids remembered after their answer, to tell "answered twice" from "unknown".
@@ -80,6 +82,10 @@ struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     parser: Parser,
+    /// The peer shut its side (or asked to close): close once its last answer is sent.
+    close_after: bool,
+    /// The peer shut its side: no more reading (a closed socket stays readable).
+    eof: bool,
 }
 
 struct Init {
@@ -305,6 +311,10 @@ impl Init {
                     fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
                 }
                 let first_conn = fds.len();
+                let ids: Vec<u64> = ids
+                    .into_iter()
+                    .filter(|id| self.conns.get(id).is_some_and(|c| !c.eof))
+                    .collect();
                 for id in &ids {
                     if let Some(c) = self.conns.get(id) {
                         fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
@@ -458,11 +468,13 @@ impl Init {
         if self.shutdown.is_some() {
             return;
         }
+        // An invocation the ring thread already took counts as in flight.
+        self.take_from_ring();
         let fatal = Fatal::Error(
             "Runtime.ExitError",
             format!("Runtime exited with error: {status}"),
         );
-        if self.current.is_none() && self.pending.is_none() && self.asked {
+        if self.current.is_none() && self.pending.is_none() && (self.asked || self.init_done) {
             // Idle, waiting for work: nothing to answer. The scheduler sees the environment end
             // and starts a fresh one for the next invocation.
             exit(self.exit_code);
@@ -481,6 +493,25 @@ impl Init {
         } else if let Some(pending) = self.pending.take() {
             self.answer_fatal(pending.id, &pending.request_id, pending.taken);
         } else if !self.asked {
+            let mut channel = lock(&self.channel);
+            if channel.foreign_progress() {
+                // The runtime read the ring itself (a native bootstrap on fd 3) and is gone:
+                // answer the request it took, if that is clear, else just end.
+                let taken = channel.take_over();
+                drop(channel);
+                match taken {
+                    Ok(Some(request)) => {
+                        let id = hearth_ipc::format_request_id(&request.request_id);
+                        self.answer_fatal(request.id, &id, Instant::now());
+                    }
+                    _ => exit(if self.exit_code == 0 {
+                        1
+                    } else {
+                        self.exit_code
+                    }),
+                }
+            }
+            drop(channel);
             self.asked = true;
             let _ = self.to_ring.send(());
         }
@@ -560,7 +591,17 @@ impl Init {
         let Some(listener) = &self.listener else {
             return;
         };
-        while let Ok((stream, _)) = listener.accept() {
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // Out of fds (the runtime holds them all): the listener stays readable,
+                    // so do not spin on it.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    return;
+                }
+            };
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -573,8 +614,33 @@ impl Init {
                     buf: Vec::new(),
                     // Room for a maximal response; anything larger is counted and dropped.
                     parser: Parser::new(MAX_PAYLOAD as usize),
+                    close_after: false,
+                    eof: false,
                 },
             );
+        }
+    }
+
+    /// Whether connection `id` holds a `GET /next` (runtime or extension) not yet answered.
+    fn parked(&self, id: u64) -> bool {
+        self.waiter == Some(id) || self.extensions.iter().any(|e| e.waiter == Some(id))
+    }
+
+    /// Closes `id` now, or once its parked request is answered.
+    fn close_when_done(&mut self, id: u64) {
+        if self.parked(id) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.close_after = true;
+            }
+        } else {
+            self.close(id);
+        }
+    }
+
+    /// After an answer to a parked request: closes the connection if its peer is done.
+    fn answered_parked(&mut self, id: u64) {
+        if self.conns.get(&id).is_some_and(|c| c.close_after) {
+            self.close(id);
         }
     }
 
@@ -585,7 +651,11 @@ impl Init {
                 return;
             };
             match conn.stream.read(&mut chunk) {
-                Ok(0) => return self.close(id),
+                Ok(0) => {
+                    // Half-closed: what it sent before still gets answered.
+                    conn.eof = true;
+                    break;
+                }
                 Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -597,7 +667,12 @@ impl Init {
                 return;
             };
             match conn.parser.feed(&mut conn.buf) {
-                Parsed::Incomplete => return,
+                Parsed::Incomplete => {
+                    if conn.eof {
+                        self.close_when_done(id);
+                    }
+                    return;
+                }
                 Parsed::Invalid(why) => {
                     let doc = error_document("InvalidRequest", why);
                     self.send(
@@ -610,7 +685,7 @@ impl Init {
                     let close = request.close;
                     self.handle(id, request);
                     if close {
-                        return self.close(id);
+                        return self.close_when_done(id);
                     }
                 }
             }
@@ -622,6 +697,11 @@ impl Init {
         if self.waiter == Some(id) {
             self.waiter = None;
         }
+        for extension in &mut self.extensions {
+            if extension.waiter == Some(id) {
+                extension.waiter = None;
+            }
+        }
     }
 
     /// Writes a whole response. The socket is non-blocking; a runtime that stops reading only
@@ -630,13 +710,19 @@ impl Init {
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
         };
+        let started = Instant::now();
         while !bytes.is_empty() {
             match conn.stream.write(bytes) {
                 Ok(0) => return false,
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if started.elapsed() > SEND_PATIENCE {
+                        // A peer that reads nothing for this long is not coming back.
+                        self.close(id);
+                        return false;
+                    }
                     let mut fds = [PollFd::new(conn.stream.as_fd(), PollFlags::POLLOUT)];
-                    let _ = poll(&mut fds, PollTimeout::from(1000u16));
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -850,6 +936,7 @@ impl Init {
         let header = format!("Lambda-Extension-Event-Identifier: {}\r\n", extension.id);
         let response = http::response(200, header.as_bytes(), "application/json", &event);
         self.send(conn, &response);
+        self.answered_parked(conn);
     }
 
     fn subscribe_telemetry(&mut self, conn: u64, request: &Request) {
@@ -937,7 +1024,9 @@ impl Init {
         }
         let response = http::response(200, &headers, "application/json", &invocation.payload);
         self.waiter = None;
-        if self.send(conn, &response) {
+        let sent = self.send(conn, &response);
+        self.answered_parked(conn);
+        if sent {
             if let Some(invocation) = self.pending.take() {
                 self.handed = Some(Instant::now());
                 self.current = Some(Current {

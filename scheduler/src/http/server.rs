@@ -1059,5 +1059,40 @@ fn decode_client_context(encoded: &[u8]) -> Result<Vec<u8>, ApiError> {
     if !value.is_object() {
         return Err(bad());
     }
-    serde_json::to_vec(&value).map_err(|_| bad())
+    // One line of ASCII (a header value): non-ASCII characters, which JSON allows only inside
+    // strings, are written as \u escapes.
+    let text = serde_json::to_string(&value).map_err(|_| bad())?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    Ok(out.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_client_context;
+
+    #[test]
+    fn client_context_becomes_one_ascii_line() {
+        let encoded = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "{\"custom\": {\"name\": \"caf\u{e9} \u{1f600}\"},\n \"env\": {}}",
+        );
+        let decoded = decode_client_context(encoded.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            r#"{"custom":{"name":"caf\u00e9 \ud83d\ude00"},"env":{}}"#
+        );
+        assert!(decode_client_context(b"not base64!").is_err());
+        let array = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "[1]");
+        assert!(decode_client_context(array.as_bytes()).is_err());
+    }
 }
