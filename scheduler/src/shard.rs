@@ -75,6 +75,9 @@ pub enum Start {
     Warm,
     /// Queued behind another invocation in a busy environment (pipelining).
     Queued,
+    /// The first invocation of an environment started ahead of demand (provisioned
+    /// concurrency): its start-up was paid before the invocation arrived.
+    Pool,
     /// A new environment, started for this invocation.
     Cold,
 }
@@ -199,6 +202,8 @@ struct Env {
     initializing: bool,
     /// Output of the running invocation read before its capture overflowed and was rewound.
     early_output: Vec<u8>,
+    /// Started ahead of demand and not used yet.
+    pooled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -617,7 +622,7 @@ impl Shard {
                     env.used_since_maintenance = true;
                     let first = env.inflight.len() == 1;
                     match start {
-                        Start::Warm => self.stats.warm += 1,
+                        Start::Warm | Start::Pool => self.stats.warm += 1,
                         Start::Queued => self.stats.queued += 1,
                         Start::Cold => {}
                     }
@@ -681,6 +686,7 @@ impl Shard {
             }
             // An environment that wrote a response nobody asked for (answered twice) is broken.
             match env.channel.check_quiet() {
+                Ok(()) if std::mem::take(&mut env.pooled) => return Some((key, Start::Pool)),
                 Ok(()) => return Some((key, Start::Warm)),
                 Err(e) => {
                     self.stats.protocol_errors += 1;
@@ -809,6 +815,7 @@ impl Shard {
             stop_by: None,
             initializing: runtime_api,
             early_output: Vec::new(),
+            pooled: false,
         });
         self.pools.entry(function.id()).or_default();
         Ok(key)
@@ -1064,6 +1071,7 @@ impl Shard {
                 Start::Cold => "cold",
                 Start::Warm => "warm",
                 Start::Queued => "queued",
+                Start::Pool => "pool",
             },
             dropped,
         };
@@ -1511,6 +1519,9 @@ impl Shard {
                 }
                 match self.start_env(&function) {
                     Ok(key) => {
+                        if let Some(env) = self.env_mut(key) {
+                            env.pooled = true;
+                        }
                         if let Some(pool) = self.pools.get_mut(&function.id()) {
                             pool.idle.push(key);
                         }

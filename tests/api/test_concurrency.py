@@ -1,6 +1,7 @@
 """PutFunctionConcurrency, GetFunctionConcurrency, DeleteFunctionConcurrency,
 GetAccountSettings, and Put/Get/DeleteProvisionedConcurrencyConfig."""
 
+import base64
 import threading
 
 import pytest
@@ -196,8 +197,11 @@ def test_provisioned_concurrency_lifecycle(lam, make_function, target):
     assert ready["AvailableProvisionedConcurrentExecutions"] == 2
     assert ready["AllocatedProvisionedConcurrentExecutions"] == 2
 
-    resp, body = invoke(lam, name, b'"warm"', Qualifier=qualifier)
+    resp, body = invoke(lam, name, b'"warm"', Qualifier=qualifier, LogType="Tail")
     assert (resp["ExecutedVersion"], body) == ("1", b'"warm"')
+    # Served by an environment started ahead of it: its REPORT says so, with no Init Duration.
+    report = base64.b64decode(resp["LogResult"]).decode()
+    assert "\tStart: pool\t" in report and "Init Duration" not in report, report
 
     deleted = lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
     assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204

@@ -19,7 +19,7 @@ interface client) describe it:
 - each invocation's log record: `START RequestId: <id> Version: <version>`, what the function
   wrote, `END RequestId: <id>`, `REPORT RequestId: <id>\\tDuration: <ms, 2 decimals> ms\\t
   Billed Duration: <whole ms> ms\\tMemory Size: <n> MB\\tMax Memory Used: <n> MB\\t` with
-  `Init Duration: <ms> ms\\t` on a cold start only (hearth adds `Start: cold|warm|queued\\t`);
+  `Init Duration: <ms> ms\\t` on a cold start only (hearth adds `Start: cold|warm|pool|queued\\t`);
   `LogType=Tail` returns the last 4 KB of it, base64-encoded, in LogResult;
 - layers are extracted under /opt (read-only), and Python imports /opt/python;
 - the environment: _HANDLER, AWS_REGION, AWS_DEFAULT_REGION, AWS_EXECUTION_ENV
@@ -263,7 +263,7 @@ def test_python_tail_log_frames_the_output(client, py_fn):
     printed = log.index(f"hello from {name} 99")
     assert log.index(start) < printed < log.index(end), log
     report = log[log.index(end) + len(end):]
-    assert re.fullmatch(REPORT_RE.format(rid=rid, memory=256) + rf"({INIT_RE})?Start: (cold|warm|queued)\t\n?", report), report
+    assert re.fullmatch(REPORT_RE.format(rid=rid, memory=256) + rf"({INIT_RE})?Start: (cold|warm|pool|queued)\t\n?", report), report
 
 
 def test_python_cold_then_warm(functions, client):
