@@ -24,6 +24,31 @@ pub fn format_request_id(id: &[u8; 16]) -> String {
     String::from_utf8_lossy(&request_id_text(id)).into_owned()
 }
 
+/// A Unix time in milliseconds as UTC `YYYY-MM-DDTHH:MM:SS.mmm` (no zone suffix): the stem of
+/// Lambda's timestamps (`…+0000` in API answers, `…Z` in the Telemetry API).
+pub fn utc_timestamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 /// Lambda's error document: `{"errorMessage": message, "errorType": error_type}`.
 pub fn error_document(error_type: &str, message: &str) -> Vec<u8> {
     let mut out = String::with_capacity(message.len() + error_type.len() + 40);

@@ -47,5 +47,5 @@ pub use error::{ChannelError, ProtocolError, RingSide, SubmitError};
 pub use guest::{GuestChannel, GuestRequest, CHANNEL_FD_ENV};
 #[cfg(not(loom))]
 pub use host::{Completion, HostChannel, RequestMeta};
-pub use lambda::{error_document, format_request_id, request_id_text};
+pub use lambda::{error_document, format_request_id, request_id_text, utc_timestamp};
 pub use layout::{ResponseStatus, MAX_CONTEXT, MAX_PAYLOAD, SLOTS};
