@@ -2,6 +2,8 @@
 //! `src/bin/`. This library holds what both share.
 #![warn(missing_docs)]
 
+pub mod runtime;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -4,132 +4,24 @@
 //! Lambda user sees: the bytes returned, the error document and type, and the invocation's log
 //! (`START` … `END`, `REPORT`).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_scheduler::{
-    Engine, EngineConfig, Function, FunctionConfig, FunctionError, InvokeError, Launch, LogConfig,
-    Outcome, SandboxConfig, Start,
-};
-use hearth_tests::require_root;
+use hearth_scheduler::{FunctionError, Start};
+use hearth_tests::runtime::{code, RuntimeFixture as Fixture};
 use serde_json::Value;
 
-struct Fixture {
-    engine: Engine,
-    logs: tempfile::TempDir,
-    _state: tempfile::TempDir,
-}
-
 fn fixture() -> Fixture {
-    require_root();
-    let state = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        shards: 1,
-        prepared_cgroups: 0,
-        sandbox: SandboxConfig {
-            state_dir: state.path().to_owned(),
-            ..SandboxConfig::default()
-        },
-        logs: Some(LogConfig::new(logs.path())),
-        ..EngineConfig::default()
-    };
-    Fixture {
-        engine: Engine::start(config).expect("engine"),
-        logs,
-        _state: state,
-    }
+    Fixture::start()
 }
 
-/// A code directory with `files` (path, contents, executable).
-fn code(files: &[(&str, &str, bool)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, content, exec) in files {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, content).unwrap();
-        let mode = if *exec { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-/// What one invocation returned, with the tail of its log.
-#[derive(Debug)]
-struct Answer {
-    outcome: Outcome,
-    payload: Vec<u8>,
-    log: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.payload)))
-    }
-}
-
-impl Fixture {
-    fn create(&self, name: &str, dir: &Path, tune: impl FnOnce(&mut FunctionConfig)) {
-        let mut config = FunctionConfig::new(name, dir, "");
-        config.launch = Launch::RuntimeApi;
-        tune(&mut config);
-        self.engine
-            .create_function(config)
-            .expect("create function");
-    }
-
-    fn python(&self, name: &str, dir: &Path, handler: &str) {
-        self.create(name, dir, |c| {
-            c.handler = handler.into();
-            c.command = "/usr/bin/python3".into();
-            c.args = vec!["/var/runtime/python/bootstrap.py".into()];
-        });
-    }
-
-    fn invoke(&self, name: &str, payload: &[u8]) -> Result<Answer, InvokeError> {
-        let name = name.to_owned();
-        let payload = payload.to_vec();
-        self.engine
-            .on_shard(0, move |shard| {
-                let function: Arc<Function> = shard.function(&name)?;
-                shard.submit_with_tail(&function, &payload, 7)?;
-                let mut done = Vec::new();
-                while done.is_empty() {
-                    shard.poll(&mut done, Some(Duration::from_secs(30)));
-                }
-                let completion = done.pop().unwrap();
-                let outcome = completion.result?;
-                Ok(Answer {
-                    outcome,
-                    payload: completion.payload,
-                    log: String::from_utf8_lossy(&completion.log_tail.unwrap_or_default())
-                        .into_owned(),
-                })
-            })
-            .expect("shard")
-    }
-
-    /// The function's stored log, once the shard has flushed it (every 100 ms).
-    fn stored_log(&self, name: &str, contains: &str) -> String {
-        let path = hearth_scheduler::logs::current_file(self.logs.path(), name);
-        for _ in 0..100 {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if text.contains(contains) {
-                    return text;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "{} never contained {contains:?}: {:?}",
-            path.display(),
-            std::fs::read_to_string(&path)
-        );
-    }
+/// A Python function (hearth's managed runtime) with `handler` from `dir`.
+fn python(f: &Fixture, name: &str, dir: &Path, handler: &str) {
+    f.create(name, dir, |c| {
+        c.handler = handler.into();
+        c.command = "/usr/bin/python3".into();
+        c.args = vec!["/var/runtime/python/bootstrap.py".into()];
+    });
 }
 
 const PY_APP: &str = r#"
@@ -157,7 +49,7 @@ def fail(event, context):
 fn python_handler_gets_the_event_and_lambdas_context() {
     let f = fixture();
     let dir = code(&[("app.py", PY_APP, false)]);
-    f.python("py", dir.path(), "app.handler");
+    python(&f, "py", dir.path(), "app.handler");
     let cold = f.invoke("py", br#"{"k": [1, 2]}"#).expect("invoke");
     assert_eq!(
         cold.outcome.error,
@@ -230,7 +122,7 @@ fn python_handler_gets_the_event_and_lambdas_context() {
 fn python_exceptions_come_back_as_lambdas_error_document() {
     let f = fixture();
     let dir = code(&[("app.py", PY_APP, false)]);
-    f.python("pyerr", dir.path(), "app.fail");
+    python(&f, "pyerr", dir.path(), "app.fail");
     let answer = f.invoke("pyerr", br#"{"x": 42}"#).expect("invoke");
     assert_eq!(answer.outcome.error, Some(FunctionError::Handled));
     let doc = answer.json();
@@ -831,7 +723,7 @@ fn init_gets_ten_seconds_before_the_invocation_timeout_starts() {
         "import time\ntime.sleep(1.5)\ndef handler(event, context):\n    return context.get_remaining_time_in_millis()\n",
         false,
     )]);
-    f.python("slow-init", dir.path(), "slow.handler");
+    python(&f, "slow-init", dir.path(), "slow.handler");
     let mut config = f.engine.function("slow-init").unwrap().config().clone();
     config.timeout = Duration::from_secs(1);
     f.engine.update_function(config).unwrap();

@@ -18,129 +18,55 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Instant;
 
-use hearth_scheduler::{
-    format_request_id, Engine, EngineConfig, Function, FunctionConfig, FunctionError, InvokeError,
-    Launch, LogConfig, Outcome, SandboxConfig, Start,
-};
-use hearth_tests::require_root;
-use serde_json::{json, Value};
-
-struct Fixture {
-    engine: Engine,
-    _logs: tempfile::TempDir,
-    _state: tempfile::TempDir,
-}
+use hearth_scheduler::{FunctionError, Start};
+use hearth_tests::runtime::{Answer, RuntimeFixture as Fixture};
+use serde_json::json;
 
 fn fixture() -> Fixture {
-    require_root();
-    let state = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        shards: 1,
-        prepared_cgroups: 0,
-        sandbox: SandboxConfig {
-            state_dir: state.path().to_owned(),
-            ..SandboxConfig::default()
-        },
-        logs: Some(LogConfig::new(logs.path())),
-        ..EngineConfig::default()
-    };
-    Fixture {
-        engine: Engine::start(config).expect("engine"),
-        _logs: logs,
-        _state: state,
-    }
+    Fixture::start()
 }
 
-/// What one invocation returned, with the tail of its log.
-#[derive(Debug)]
-struct Answer {
-    outcome: Outcome,
-    payload: Vec<u8>,
-    log: String,
+/// Asserts the invocation succeeded, showing the error document and log if it did not.
+fn ok(answer: Answer) -> Answer {
+    assert_eq!(
+        answer.outcome.error,
+        None,
+        "payload: {}\nlog:\n{}",
+        answer.text(),
+        answer.log
+    );
+    answer
 }
 
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.payload).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
-    }
-
-    fn request_id(&self) -> String {
-        format_request_id(&self.outcome.request_id)
-    }
-
-    /// Asserts the invocation succeeded, showing the error document and log if it did not.
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.outcome.error,
-            None,
-            "payload: {}\nlog:\n{}",
-            self.text(),
-            self.log
-        );
-        self
-    }
-
-    /// Asserts the log tail is one whole invocation of Lambda's shape: `START`, what the
-    /// function printed, `END`, `REPORT`.
-    fn assert_framed_log(&self) {
-        let id = self.request_id();
-        let log = &self.log;
-        assert!(
-            log.starts_with(&format!("START RequestId: {id} Version: $LATEST\n")),
-            "{log}"
-        );
-        assert!(
-            log.contains(&format!(
-                "END RequestId: {id}\nREPORT RequestId: {id}\tDuration: "
-            )),
-            "{log}"
-        );
-        let cold = self.outcome.start == Start::Cold;
-        assert_eq!(log.contains("\tInit Duration: "), cold, "{log}");
-    }
+/// Asserts the log tail is one whole invocation of Lambda's shape: `START`, what the function
+/// printed, `END`, `REPORT`.
+fn assert_framed_log(answer: &Answer) {
+    let id = answer.request_id();
+    let log = &answer.log;
+    assert!(
+        log.starts_with(&format!("START RequestId: {id} Version: $LATEST\n")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "END RequestId: {id}\nREPORT RequestId: {id}\tDuration: "
+        )),
+        "{log}"
+    );
+    let cold = answer.outcome.start == Start::Cold;
+    assert_eq!(log.contains("\tInit Duration: "), cold, "{log}");
 }
 
-impl Fixture {
-    /// A `provided` function on the Runtime API: `/var/task/bootstrap` from `dir`.
-    fn create(&self, name: &str, dir: &Path, handler: &str) {
-        let mut config = FunctionConfig::new(name, dir, handler);
-        config.launch = Launch::RuntimeApi;
-        self.engine
-            .create_function(config)
-            .expect("create function");
-    }
+/// A `provided` function on the Runtime API: `/var/task/bootstrap` from `dir`.
+fn create(f: &Fixture, name: &str, dir: &Path, handler: &str) {
+    f.create(name, dir, |c| c.handler = handler.into());
+}
 
-    fn invoke(&self, name: &str, payload: &[u8]) -> Answer {
-        let name = name.to_owned();
-        let payload = payload.to_vec();
-        self.engine
-            .on_shard(0, move |shard| -> Result<Answer, InvokeError> {
-                let function: Arc<Function> = shard.function(&name)?;
-                shard.submit_with_tail(&function, &payload, 7)?;
-                let mut done = Vec::new();
-                while done.is_empty() {
-                    shard.poll(&mut done, Some(Duration::from_secs(30)));
-                }
-                let completion = done.pop().unwrap();
-                let outcome = completion.result?;
-                Ok(Answer {
-                    outcome,
-                    payload: completion.payload,
-                    log: String::from_utf8_lossy(&completion.log_tail.unwrap_or_default())
-                        .into_owned(),
-                })
-            })
-            .expect("shard")
-            .expect("invoke")
-    }
+fn invoke(f: &Fixture, name: &str, payload: &[u8]) -> Answer {
+    f.invoke(name, payload).expect("invoke")
 }
 
 /// The workspace's target directory, where downloads and builds are cached between runs.
@@ -303,14 +229,14 @@ fn awslambdaric_returns_the_handlers_value_with_lambdas_context() {
     let code = ric_code();
 
     // The README's handler: its return value, serialised to JSON, is the response.
-    f.create("ric-hello", code.path(), "app.hello");
-    let hello = f.invoke("ric-hello", b"{}").ok();
+    create(&f, "ric-hello", code.path(), "app.hello");
+    let hello = ok(invoke(&f, "ric-hello", b"{}"));
     assert_eq!(hello.text(), r#""Hello World!""#);
     assert_eq!(hello.outcome.start, Start::Cold);
-    hello.assert_framed_log();
+    assert_framed_log(&hello);
 
-    f.create("ric", code.path(), "app.handler");
-    let cold = f.invoke("ric", br#"{"name": "hearth", "n": [1, 2]}"#).ok();
+    create(&f, "ric", code.path(), "app.handler");
+    let cold = ok(invoke(&f, "ric", br#"{"name": "hearth", "n": [1, 2]}"#));
     assert_eq!(cold.outcome.start, Start::Cold);
     let body = cold.json();
     assert_eq!(body["event"], json!({"name": "hearth", "n": [1, 2]}));
@@ -335,7 +261,7 @@ fn awslambdaric_returns_the_handlers_value_with_lambdas_context() {
     assert_eq!(body["ric"], "/var/task/awslambdaric/__init__.py");
     assert_eq!(body["python"], PYTHON);
     assert_eq!(body["version"], json!([3, 11]));
-    cold.assert_framed_log();
+    assert_framed_log(&cold);
     assert!(
         cold.log
             .contains("\nawslambdaric handling hearth for ric\n"),
@@ -344,7 +270,7 @@ fn awslambdaric_returns_the_handlers_value_with_lambdas_context() {
     );
 
     // The same environment, the same process, the next event.
-    let warm = f.invoke("ric", br#"{"name": "again"}"#).ok();
+    let warm = ok(invoke(&f, "ric", br#"{"name": "again"}"#));
     assert_eq!(warm.outcome.start, Start::Warm);
     assert_eq!(warm.outcome.env_pid, cold.outcome.env_pid);
     let again = warm.json();
@@ -355,7 +281,7 @@ fn awslambdaric_returns_the_handlers_value_with_lambdas_context() {
         again["request_id"].as_str(),
         Some(warm.request_id().as_str())
     );
-    warm.assert_framed_log();
+    assert_framed_log(&warm);
     assert!(
         warm.log.contains("\nawslambdaric handling again for ric\n"),
         "{}",
@@ -367,8 +293,8 @@ fn awslambdaric_returns_the_handlers_value_with_lambdas_context() {
 fn awslambdaric_exceptions_come_back_as_lambdas_error_document() {
     let f = fixture();
     let code = ric_code();
-    f.create("ric-fail", code.path(), "app.fail");
-    let answer = f.invoke("ric-fail", br#"{"x": 42}"#);
+    create(&f, "ric-fail", code.path(), "app.fail");
+    let answer = invoke(&f, "ric-fail", br#"{"x": 42}"#);
     assert_eq!(
         answer.outcome.error,
         Some(FunctionError::Handled),
@@ -390,7 +316,7 @@ fn awslambdaric_exceptions_come_back_as_lambdas_error_document() {
         "{doc}"
     );
     // The client logs the error to stdout, its lines joined by `\r` as on Lambda.
-    answer.assert_framed_log();
+    assert_framed_log(&answer);
     assert!(
         answer
             .log
@@ -400,7 +326,7 @@ fn awslambdaric_exceptions_come_back_as_lambdas_error_document() {
     );
 
     // A handled error leaves the environment warm.
-    let again = f.invoke("ric-fail", br#"{"x": "y"}"#);
+    let again = invoke(&f, "ric-fail", br#"{"x": "y"}"#);
     assert_eq!(again.outcome.error, Some(FunctionError::Handled));
     assert_eq!(again.outcome.start, Start::Warm);
     assert_eq!(again.json()["errorMessage"], "bad input: y");
@@ -410,18 +336,18 @@ fn awslambdaric_exceptions_come_back_as_lambdas_error_document() {
 fn awslambdaric_reports_a_missing_handler_module_as_an_init_error() {
     let f = fixture();
     let code = ric_code();
-    f.create("ric-missing", code.path(), "missing.handler");
+    create(&f, "ric-missing", code.path(), "missing.handler");
     let expected = json!({
         "errorMessage": "Unable to import module 'missing': No module named 'missing'",
         "errorType": "Runtime.ImportModuleError",
         "requestId": "",
         "stackTrace": [],
     });
-    let first = f.invoke("ric-missing", b"{}");
+    let first = invoke(&f, "ric-missing", b"{}");
     assert!(first.outcome.error.is_some(), "{}", first.text());
     assert_eq!(first.outcome.start, Start::Cold);
     assert_eq!(first.json(), expected);
-    first.assert_framed_log();
+    assert_framed_log(&first);
     assert!(
         first.log.contains(
             "[ERROR] Runtime.ImportModuleError: Unable to import module 'missing': No module named 'missing'"
@@ -431,7 +357,7 @@ fn awslambdaric_reports_a_missing_handler_module_as_an_init_error() {
     );
     // The client exits after `/init/error`: the next invocation, right away, initialises a new
     // environment and fails the same way, as on Lambda.
-    let second = f.invoke("ric-missing", b"{}");
+    let second = invoke(&f, "ric-missing", b"{}");
     assert!(second.outcome.error.is_some(), "{}", second.text());
     assert_eq!(second.outcome.start, Start::Cold);
     assert_ne!(second.outcome.env_pid, first.outcome.env_pid);
@@ -482,24 +408,24 @@ fn rust_lambda_runtime_example_answers_and_stays_warm() {
     let code = tempfile::tempdir().unwrap();
     std::fs::copy(lambda_rust_hello(), code.path().join("bootstrap")).unwrap();
     open_up(code.path());
-    f.create("rust-hello", code.path(), "bootstrap");
+    create(&f, "rust-hello", code.path(), "bootstrap");
 
-    let cold = f.invoke("rust-hello", br#"{"firstName": "hearth"}"#).ok();
+    let cold = ok(invoke(&f, "rust-hello", br#"{"firstName": "hearth"}"#));
     assert_eq!(cold.outcome.start, Start::Cold);
     assert_eq!(cold.text(), r#"{"message":"Hello, hearth!"}"#);
-    cold.assert_framed_log();
+    assert_framed_log(&cold);
 
-    let warm = f.invoke("rust-hello", b"{}").ok();
+    let warm = ok(invoke(&f, "rust-hello", b"{}"));
     assert_eq!(warm.outcome.start, Start::Warm);
     assert_eq!(warm.outcome.env_pid, cold.outcome.env_pid);
     assert_eq!(warm.text(), r#"{"message":"Hello, world!"}"#);
-    warm.assert_framed_log();
+    assert_framed_log(&warm);
 
     // The example's only error path: an event its `Value` cannot hold. Valid JSON nested past
     // serde_json's recursion limit (128) fails deserialisation, and the runtime posts the
     // error to `/invocation/{id}/error` without calling the handler.
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    let error = f.invoke("rust-hello", deep.as_bytes());
+    let error = invoke(&f, "rust-hello", deep.as_bytes());
     assert_eq!(
         error.outcome.error,
         Some(FunctionError::Handled),
@@ -520,10 +446,10 @@ fn rust_lambda_runtime_example_answers_and_stays_warm() {
         ) && message.contains("recursion limit exceeded"),
         "{doc}"
     );
-    error.assert_framed_log();
+    assert_framed_log(&error);
 
     // And the runtime goes on serving the same environment.
-    let after = f.invoke("rust-hello", br#"{"firstName": "again"}"#).ok();
+    let after = ok(invoke(&f, "rust-hello", br#"{"firstName": "again"}"#));
     assert_eq!(after.outcome.start, Start::Warm);
     assert_eq!(after.outcome.env_pid, cold.outcome.env_pid);
     assert_eq!(after.text(), r#"{"message":"Hello, again!"}"#);
