@@ -7,15 +7,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hearth_scheduler::{
-    Engine, EngineConfig, Function, FunctionConfig, FunctionOutput, Launch, Shard, Start,
+    Engine, EngineConfig, Function, FunctionConfig, FunctionOutput, Launch, Shard,
 };
 use serde_json::{json, Value};
 
 use crate::report::Latencies;
+use crate::scenarios;
 
 const EVENT: &[u8] = br#"{"hello":"hearth"}"#;
 const PYTHON: &str = "/usr/bin/python3";
@@ -169,23 +170,8 @@ pub fn warm(
 ) -> Result<(Latencies, Duration, Value)> {
     bench.engine.on_shard(0, move |shard| {
         let f = function(shard, name)?;
-        let mut out = Vec::with_capacity(64);
-        for _ in 0..n / 10 + 50 {
-            shard.invoke_into(&f, EVENT, &mut out)?;
-        }
-        let mut lat = Latencies::new();
-        let start = Instant::now();
-        for _ in 0..n {
-            let t0 = Instant::now();
-            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
-            lat.record(t0.elapsed());
-            if outcome.error.is_some() || outcome.start != Start::Warm {
-                bail!("{name}: {:?}: {}", outcome, String::from_utf8_lossy(&out));
-            }
-        }
-        let elapsed = start.elapsed();
-        let answer: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
-        if answer != json!({"hello": "hearth"}) {
+        let (lat, elapsed, out) = scenarios::warm_loop(shard, &f, EVENT, n, n / 10 + 50)?;
+        if !echoed(&out) {
             bail!("{name} answered {}", String::from_utf8_lossy(&out));
         }
         Ok((lat, elapsed, json!({ "function": name })))
@@ -201,23 +187,12 @@ pub fn cold(
 ) -> Result<(Latencies, Duration, Value)> {
     bench.engine.on_shard(0, move |shard| {
         let f = function(shard, name)?;
-        let mut out = Vec::new();
-        let mut lat = Latencies::new();
-        let mut busy = Duration::ZERO;
-        for i in 0..n + n / 10 {
-            shard.housekeeping();
-            let t0 = Instant::now();
-            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
-            let took = t0.elapsed();
-            if outcome.start != Start::Cold || outcome.error.is_some() {
-                bail!("{name}: {:?}: {}", outcome, String::from_utf8_lossy(&out));
-            }
-            if i >= n / 10 {
-                lat.record(took);
-                busy += took;
-            }
-            shard.retire_idle(&f);
-        }
+        let (lat, busy) = scenarios::cold_loop(shard, &f, EVENT, n, echoed)?;
         Ok((lat, busy, json!({ "function": name, "includes": "own network namespace + hearth-init + runtime start + Init" })))
     })?
+}
+
+/// The runtimes answer the event as JSON (the Python ones re-serialise it).
+fn echoed(out: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(out).is_ok_and(|v| v == json!({"hello": "hearth"}))
 }

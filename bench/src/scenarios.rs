@@ -76,24 +76,75 @@ fn function(shard: &Shard, name: &str) -> Result<Arc<Function>> {
 pub fn warm(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
     bench.on_shard(move |shard| {
         let f = function(shard, "echo")?;
-        let mut out = Vec::with_capacity(64);
-        for _ in 0..n / 10 + 1000 {
-            shard.invoke_into(&f, EVENT, &mut out)?;
-        }
-        let mut lat = Latencies::new();
-        let start = Instant::now();
-        for _ in 0..n {
-            let t0 = Instant::now();
-            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
-            lat.record(t0.elapsed());
-            debug_assert_eq!(outcome.start, Start::Warm);
-        }
-        let elapsed = start.elapsed();
+        let (lat, elapsed, out) = warm_loop(shard, &f, EVENT, n, n / 10 + 1000)?;
         if out != EVENT {
             bail!("echo answered {:?}", String::from_utf8_lossy(&out));
         }
         Ok((lat, elapsed, json!({ "payload_bytes": EVENT.len() })))
     })
+}
+
+/// `warmup` then `n` timed invocations of `f` with `event`, one at a time; each must be warm
+/// and succeed. Returns the latencies, the time the `n` took, and the last answer.
+pub fn warm_loop(
+    shard: &mut Shard,
+    f: &Arc<Function>,
+    event: &[u8],
+    n: u64,
+    warmup: u64,
+) -> Result<(Latencies, Duration, Vec<u8>)> {
+    let mut out = Vec::with_capacity(64);
+    for _ in 0..warmup {
+        shard.invoke_into(f, event, &mut out)?;
+    }
+    let mut lat = Latencies::new();
+    let start = Instant::now();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let outcome = shard.invoke_into(f, event, &mut out)?;
+        lat.record(t0.elapsed());
+        if outcome.error.is_some() || outcome.start != Start::Warm {
+            bail!(
+                "{}: {outcome:?}: {}",
+                f.name(),
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    Ok((lat, start.elapsed(), out))
+}
+
+/// `n` cold starts of `f` with `event` (plus a tenth as warm-up): each a new environment, its
+/// answer checked by `check`. Returns the latencies and the time they took in all.
+pub fn cold_loop(
+    shard: &mut Shard,
+    f: &Arc<Function>,
+    event: &[u8],
+    n: u64,
+    check: impl Fn(&[u8]) -> bool,
+) -> Result<(Latencies, Duration)> {
+    let mut out = Vec::new();
+    let mut lat = Latencies::new();
+    let mut busy = Duration::ZERO;
+    for i in 0..n + n / 10 {
+        shard.housekeeping();
+        let t0 = Instant::now();
+        let outcome = shard.invoke_into(f, event, &mut out)?;
+        let took = t0.elapsed();
+        if outcome.start != Start::Cold || outcome.error.is_some() || !check(&out) {
+            bail!(
+                "{}: {outcome:?}: {}",
+                f.name(),
+                String::from_utf8_lossy(&out)
+            );
+        }
+        if i >= n / 10 {
+            lat.record(took);
+            busy += took;
+        }
+        shard.retire_idle(f);
+    }
+    Ok((lat, busy))
 }
 
 /// 64 invocations in flight, queued in one environment's ring (pipeline depth 64).
@@ -179,26 +230,7 @@ pub fn cold(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
     let linking = bench.linking;
     bench.on_shard(move |shard| {
         let f = function(shard, "cold")?;
-        let mut out = Vec::new();
-        let mut lat = Latencies::new();
-        let mut busy = Duration::ZERO;
-        for i in 0..n + n / 10 {
-            shard.housekeeping();
-            let t0 = Instant::now();
-            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
-            let took = t0.elapsed();
-            if outcome.start != Start::Cold {
-                bail!("expected a cold start, got {:?}", outcome.start);
-            }
-            if out != EVENT {
-                bail!("cold echo answered {:?}", String::from_utf8_lossy(&out));
-            }
-            if i >= n / 10 {
-                lat.record(took);
-                busy += took;
-            }
-            shard.retire_idle(&f);
-        }
+        let (lat, busy) = cold_loop(shard, &f, EVENT, n, |out| out == EVENT)?;
         Ok((lat, busy, json!({ "isolation": "pid+mnt+ipc+uts+cgroup+net namespaces, pivot_root, seccomp, landlock, no caps, cgroup limits", "function_linking": linking })))
     })
 }
