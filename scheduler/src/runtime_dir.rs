@@ -62,7 +62,19 @@ pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
     let target = tmp.join(INIT);
     fs::write(&target, &binary)?;
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
-    let status = Command::new(&target).arg("--install").arg(&tmp).status()?;
+    // Another thread of this process may fork while the binary is still open for writing here;
+    // its child holds that fd until it execs, and executing the file fails with ETXTBSY until
+    // then. That lasts microseconds: retry.
+    let mut attempts = 0;
+    let status = loop {
+        match Command::new(&target).arg("--install").arg(&tmp).status() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => break other?,
+        }
+    };
     if !status.success() {
         let _ = fs::remove_dir_all(&tmp);
         return Err(io::Error::other(format!(
