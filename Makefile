@@ -22,13 +22,15 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	fi
 
-# nginx, the bench's HTTP peer. Debian starts services on install; a policy-rc.d that refuses
-# keeps it from starting one on port 80 (the bench runs its own on loopback).
+# The bench's peers: nginx (HTTP), bubblewrap, crun and runc (cold starts). Debian starts
+# services on install; a policy-rc.d that refuses keeps nginx from starting one on port 80 (the
+# bench runs its own on loopback).
+BENCH_DEBS := nginx-light bubblewrap crun runc
 bench-deps: deps
-	@if ! dpkg -s nginx-light >/dev/null 2>&1; then \
-		echo "installing nginx-light (not started as a service)"; \
+	@if ! dpkg -s $(BENCH_DEBS) >/dev/null 2>&1; then \
+		echo "installing $(BENCH_DEBS) (nginx not started as a service)"; \
 		created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; status=$$?; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; status=$$?; \
 		if [ -n "$$created" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status; \
 	fi
 

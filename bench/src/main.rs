@@ -14,6 +14,7 @@
 mod containment;
 mod http;
 mod limits;
+mod peers;
 mod report;
 mod runtimes;
 mod scenarios;
@@ -39,6 +40,10 @@ const SCENARIOS: &[&str] = &[
     "warm.native.inflight64",
     "warm.native.parked",
     "cold.native",
+    "peer.fork_exec",
+    "peer.bwrap",
+    "peer.crun",
+    "peer.runc",
     "warm.runtime_api",
     "warm.python",
     "warm.awslambdaric",
@@ -116,6 +121,14 @@ fn machine() -> String {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--peer-worker") {
+        if let Err(e) = peers::worker(&args[2..]) {
+            eprintln!("hearth-bench --peer-worker: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
@@ -151,6 +164,7 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
     let mut bench = None;
     let mut runtime_bench: Option<runtimes::RuntimeBench> = None;
     let mut warm_native_p50 = None;
+    let mut cold_native_p50 = None;
     let mut daemon: Option<http::Daemon> = None;
     let mut abuse: Option<containment::Containment> = None;
     let load_time = Duration::from_secs(if quick { 2 } else { 6 });
@@ -205,6 +219,30 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 } else {
                     containment::timeout_kill(c, n(20, 5))?
                 }
+            }
+            peer_scenario @ ("peer.fork_exec" | "peer.bwrap" | "peer.crun" | "peer.runc") => {
+                if !sys::is_root() {
+                    anyhow::bail!("{peer_scenario} starts containers and needs root");
+                }
+                let (sample, linking) = scenarios::sample_function().ok_or_else(|| {
+                    anyhow::anyhow!("the sample function is missing: run `make bench`")
+                })?;
+                if linking != "static" {
+                    anyhow::bail!("{peer_scenario} needs the statically linked sample function (make bench builds it)");
+                }
+                let peer = peers::Peer::from_scenario(peer_scenario).expect("matched above");
+                let count = match peer {
+                    peers::Peer::ForkExec => n(1000, 200),
+                    peers::Peer::Bwrap => n(300, 60),
+                    peers::Peer::Crun => n(200, 40),
+                    peers::Peer::Runc => n(100, 20),
+                };
+                let (lat, elapsed, mut extra) = peers::measure(peer, &sample, count)?;
+                if let Some(cold) = cold_native_p50 {
+                    extra["vs_cold_native_p50"] =
+                        json!(report::round2(lat.quantile_us(0.5) / cold));
+                }
+                (lat, elapsed, extra)
             }
             runtime_scenario @ ("warm.runtime_api" | "warm.python" | "warm.awslambdaric"
             | "cold.runtime_api" | "cold.python") => {
@@ -288,7 +326,11 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                         }
                         (lat, elapsed, extra)
                     }
-                    "cold.native" => scenarios::cold(bench, n(500, 150))?,
+                    "cold.native" => {
+                        let result = scenarios::cold(bench, n(500, 150))?;
+                        cold_native_p50 = Some(result.0.quantile_us(0.5));
+                        result
+                    }
                     "mem.idle_env" => scenarios::idle_memory(bench, if quick { 16 } else { 32 })?,
                     other => anyhow::bail!("unknown scenario {other}"),
                 }

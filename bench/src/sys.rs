@@ -144,3 +144,42 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
     cpus
 }
+
+/// Moves this (single-threaded) process into a private mount namespace in which the cgroup v2
+/// mount of a hybrid host (`/sys/fs/cgroup/unified`) is detached, so tools that refuse hybrid
+/// layouts (crun) see pure v1. The host's mounts are not changed.
+pub fn private_mounts_without_cgroup_v2() -> anyhow::Result<()> {
+    // SAFETY: unshare with a flag only; the process has no other threads yet.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        anyhow::bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
+    }
+    let flags = libc::MS_REC | libc::MS_PRIVATE;
+    // SAFETY: NUL-terminated strings; nothing else is passed.
+    let private = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if private != 0 {
+        anyhow::bail!("making mounts private: {}", std::io::Error::last_os_error());
+    }
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup/unified"))
+    });
+    if mounted && unified.exists() {
+        // SAFETY: a NUL-terminated path; the mount is detached in this namespace only.
+        if unsafe { libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) } != 0 {
+            anyhow::bail!(
+                "detaching /sys/fs/cgroup/unified: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
