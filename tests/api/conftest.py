@@ -56,9 +56,8 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
 
-from support import REGION, ROLE, RUNTIME, make_zip, unique_name, wait_active
+from support import REGION, ROLE, RUNTIME, delete_functions, make_zip, unique_name, wait_active
 
 REPO = Path(__file__).resolve().parents[2]
 HEARTH_BIN = os.environ.get("HEARTH_BIN", str(REPO / "target" / "debug" / "hearth"))
@@ -278,19 +277,7 @@ class FunctionFactory:
         return name
 
     def cleanup(self) -> None:
-        if self.hearth.process is None or self.hearth.process.poll() is not None:
-            return
-        client = self.hearth.client()  # a fresh one: the daemon may have been restarted
-        for name in self.names:
-            try:
-                client.delete_function(FunctionName=name)
-            except ClientError as exc:
-                # Names a test expected to be refused were never created.
-                code = exc.response["Error"]["Code"]
-                if code not in ("ResourceNotFoundException", "InvalidParameterValueException", "ValidationException"):
-                    raise
-            except EndpointConnectionError:
-                return
+        delete_functions(self.hearth, self.names)
 
 
 @pytest.fixture

@@ -13,19 +13,22 @@ import io
 import json
 import re
 import select
+import shutil
 import socket
+import sys
 import time
 import uuid
 import zipfile
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/lambda"
@@ -255,3 +258,31 @@ def send_large(hearth, method: str, path: str, body: bytes, headers: dict | None
         return RawResponse(resp.status, resp.headers, data)
     finally:
         sock.close()
+
+
+def aws_cli() -> str:
+    """The aws CLI of this virtualenv (or on PATH)."""
+    beside = Path(sys.executable).parent / "aws"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("aws")
+    if not found:
+        pytest.fail("the aws CLI is not installed (pip install -r tests/api/requirements.txt)")
+    return found
+
+
+def delete_functions(hearth, names) -> None:
+    """Deletes the functions a test made, through a fresh client (the daemon may have been
+    restarted); names a test expected to be refused were never created."""
+    if hearth.process is None or hearth.process.poll() is not None:
+        return
+    client = hearth.client()
+    for name in names:
+        try:
+            client.delete_function(FunctionName=name)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code not in ("ResourceNotFoundException", "InvalidParameterValueException", "ValidationException"):
+                raise
+        except EndpointConnectionError:
+            return

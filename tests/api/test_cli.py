@@ -3,24 +3,10 @@
 import functools
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
-from support import REGION, ROLE, RUNTIME, code_sha256, make_zip, unique_name, wait_active
 
 
-def aws_cli() -> str:
-    beside = Path(sys.executable).parent / "aws"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("aws")
-    if not found:
-        pytest.fail("the aws CLI is not installed (pip install -r tests/api/requirements.txt)")
-    return found
+from support import REGION, ROLE, RUNTIME, aws_cli, code_sha256, make_zip, unique_name, wait_active
 
 
 @functools.lru_cache(maxsize=None)

@@ -36,14 +36,12 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 
-from support import REGION, ROLE, invoke, make_zip, poll, unique_name, wait_active, wait_updated
+from support import REGION, ROLE, aws_cli, delete_functions, invoke, make_zip, poll, unique_name, wait_active, wait_updated
 
 PYTHON = "python3.12"
 NODE = "nodejs20.x"
@@ -140,15 +138,7 @@ class Functions:
         return resp
 
     def cleanup(self):
-        if self.hearth.process is None or self.hearth.process.poll() is not None:
-            return
-        client = self.hearth.client()  # a fresh one: the daemon may have been restarted
-        for name in self.names:
-            try:
-                client.delete_function(FunctionName=name)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-                    raise
+        delete_functions(self.hearth, self.names)
 
 
 @pytest.fixture(scope="module")
@@ -662,16 +652,6 @@ def test_alias_context(client, versioned_fn, form):
 
 
 # -- the aws CLI --------------------------------------------------------------------------------
-
-
-def aws_cli() -> str:
-    beside = Path(sys.executable).parent / "aws"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("aws")
-    if not found:
-        pytest.fail("the aws CLI is not installed (pip install -r tests/api/requirements.txt)")
-    return found
 
 
 def test_cli_invoke_python_with_tail_log(hearth, py_fn, tmp_path):

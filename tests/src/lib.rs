@@ -2,7 +2,7 @@
 //! `src/bin/`. This library holds what both share.
 #![warn(missing_docs)]
 
-pub mod runtime;
+pub mod attack;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

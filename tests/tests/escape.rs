@@ -36,6 +36,7 @@ use hearth_scheduler::{
     Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, Outcome, SandboxConfig,
     Start,
 };
+use hearth_tests::attack::{assert_report_blocked, describe, step, walk};
 use hearth_tests::{attack_code_dir, require_root, workspace_binary};
 use serde_json::Value;
 
@@ -311,59 +312,6 @@ struct HostState {
     strays: Vec<String>,
 }
 
-/// Kind, mode, owner and contents (or link target) of `path`, without following a symlink.
-fn describe(path: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(path) {
-        Err(e) => format!("{}: {e}", path.display()),
-        Ok(m) if m.file_type().is_symlink() => format!(
-            "{}: symlink to {:?}",
-            path.display(),
-            std::fs::read_link(path)
-        ),
-        Ok(m) if m.is_dir() => format!(
-            "{}: dir {:o} {}:{}",
-            path.display(),
-            m.mode(),
-            m.uid(),
-            m.gid()
-        ),
-        Ok(m) => {
-            let bytes = std::fs::read(path).unwrap_or_default();
-            let mut hash = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&bytes, &mut hash);
-            format!(
-                "{}: file {:o} {}:{} {} bytes, hash {:x}",
-                path.display(),
-                m.mode(),
-                m.uid(),
-                m.gid(),
-                bytes.len(),
-                std::hash::Hasher::finish(&hash)
-            )
-        }
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<String>) {
-    out.push(describe(dir));
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        if is_dir {
-            walk(&path, out);
-        } else {
-            out.push(describe(&path));
-        }
-    }
-}
-
 // ----- one attack -------------------------------------------------------------------------------
 
 /// What an invocation of an attack came back with.
@@ -515,33 +463,7 @@ fn assert_blocked(attack: &str, answer: &Answer, errnos: &[&str], min_steps: usi
         answer.outcome.error, None,
         "{attack}: the attack should answer its report: {report}"
     );
-    assert_eq!(report["attack"], attack, "{report}");
-    assert_eq!(
-        report["outcome"], "blocked",
-        "{attack} ESCAPED: {}",
-        report["detail"]
-    );
-    let judged: Vec<&Value> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["judged"] == true)
-        .collect();
-    assert!(
-        judged.len() >= min_steps,
-        "{attack}: only {} judged steps: {}",
-        judged.len(),
-        report["detail"]
-    );
-    for step in judged {
-        let result = step["result"].as_str().unwrap();
-        assert!(
-            errnos.contains(&result),
-            "{attack}: {} failed with {result}, expected one of {errnos:?}\n{}",
-            step["call"],
-            report["detail"]
-        );
-    }
+    assert_report_blocked(attack, &report, errnos, min_steps);
 }
 
 /// The environment was killed by `signal` (a Lambda `Runtime.ExitError`).
@@ -588,16 +510,6 @@ fn wait_gone(attack: &str, pid: i32) {
         !hearth_tests::process_alive(pid),
         "{attack}: environment {pid} was not killed"
     );
-}
-
-/// The step whose call starts with `call`.
-fn step<'a>(report: &'a Value, call: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["call"].as_str().unwrap().starts_with(call))
-        .unwrap_or_else(|| panic!("no step {call}: {}", report["detail"]))
 }
 
 /// One test per attack that must answer `blocked` with these errnos.

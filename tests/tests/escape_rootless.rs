@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hearth_tests::attack::{assert_report_blocked, describe, step, walk};
 use hearth_tests::{require_root, workspace_binary};
 use serde_json::Value;
 
@@ -523,14 +524,7 @@ impl Host {
     }
 
     fn state(&self) -> HostState {
-        let binaries = self
-            .binaries
-            .iter()
-            .map(|p| {
-                let bytes = std::fs::read(p).unwrap_or_default();
-                format!("{} {} {:x}", p.display(), bytes.len(), hash(&bytes))
-            })
-            .collect();
+        let binaries = self.binaries.iter().map(|p| describe(p)).collect();
         let mut files: Vec<String> = [
             Path::new("/etc/passwd"),
             Path::new("/etc/hostname"),
@@ -619,62 +613,6 @@ impl Host {
     }
 }
 
-fn hash(bytes: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(bytes, &mut h);
-    std::hash::Hasher::finish(&h)
-}
-
-/// Kind, mode, owner and contents (or link target) of `path`, without following a symlink.
-fn describe(path: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(path) {
-        Err(e) => format!("{}: {e}", path.display()),
-        Ok(m) if m.file_type().is_symlink() => format!(
-            "{}: symlink to {:?}",
-            path.display(),
-            std::fs::read_link(path)
-        ),
-        Ok(m) if m.is_dir() => format!(
-            "{}: dir {:o} {}:{}",
-            path.display(),
-            m.mode(),
-            m.uid(),
-            m.gid()
-        ),
-        Ok(m) => {
-            let bytes = std::fs::read(path).unwrap_or_default();
-            format!(
-                "{}: file {:o} {}:{} {} bytes, hash {:x}",
-                path.display(),
-                m.mode(),
-                m.uid(),
-                m.gid(),
-                bytes.len(),
-                hash(&bytes)
-            )
-        }
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<String>) {
-    out.push(describe(dir));
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            walk(&path, out);
-        } else {
-            out.push(describe(&path));
-        }
-    }
-}
-
 /// Live processes of an attack's function or its sibling.
 fn processes_of(attack: &str) -> Vec<i32> {
     let mut pids = hearth_tests::function_pids(&format!("escape-rootless-{attack}"));
@@ -695,34 +633,7 @@ fn assert_blocked(attack: &str, answer: &Value, errnos: &[&str], min: usize) {
         Value::Null,
         "{attack}: the attack should answer its report: {answer}"
     );
-    let report = &answer["body"];
-    assert_eq!(report["attack"], attack, "{report}");
-    assert_eq!(
-        report["outcome"], "blocked",
-        "{attack} ESCAPED: {}",
-        report["detail"]
-    );
-    let judged: Vec<&Value> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["judged"] == true)
-        .collect();
-    assert!(
-        judged.len() >= min,
-        "{attack}: only {} judged steps: {}",
-        judged.len(),
-        report["detail"]
-    );
-    for step in judged {
-        let result = step["result"].as_str().unwrap();
-        assert!(
-            errnos.contains(&result),
-            "{attack}: {} failed with {result}, expected one of {errnos:?}\n{}",
-            step["call"],
-            report["detail"]
-        );
-    }
+    assert_report_blocked(attack, &answer["body"], errnos, min);
 }
 
 /// The attack's only report.
@@ -731,16 +642,6 @@ fn body(report: &Value) -> (&str, &Value) {
     let attack = answer["body"]["attack"].as_str().unwrap_or("?");
     assert_blocked(attack, answer, &["-"], 0);
     (attack, &answer["body"])
-}
-
-/// The step whose call starts with `call`.
-fn step<'a>(report: &'a Value, call: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["call"].as_str().unwrap().starts_with(call))
-        .unwrap_or_else(|| panic!("no step {call}: {}", report["detail"]))
 }
 
 fn fd_leak_walk(report: &Value) {

@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use hearth_scheduler::{FunctionError, Start};
-use hearth_tests::runtime::{code, RuntimeFixture as Fixture};
+#[path = "common/runtime.rs"]
+mod runtime;
+
+use runtime::{code, RuntimeFixture as Fixture};
 use serde_json::Value;
 
 fn fixture() -> Fixture {

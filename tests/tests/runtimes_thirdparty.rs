@@ -22,7 +22,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use hearth_scheduler::{FunctionError, Start};
-use hearth_tests::runtime::{Answer, RuntimeFixture as Fixture};
+#[path = "common/runtime.rs"]
+mod runtime;
+
+use runtime::{Answer, RuntimeFixture as Fixture};
 use serde_json::json;
 
 fn fixture() -> Fixture {

@@ -150,15 +150,11 @@ impl Parser {
                     };
                 }
                 State::Fixed { request, remaining } => {
-                    let take = usize::try_from(*remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(buf.len());
-                    if take == 0 {
+                    let took = take_body(request, buf, *remaining, self.max_body);
+                    if took == 0 {
                         return Parsed::Incomplete;
                     }
-                    keep(request, &buf[..take], self.max_body);
-                    buf.drain(..take);
-                    *remaining -= take as u64;
+                    *remaining -= took;
                     if *remaining == 0 {
                         return Parsed::Request(self.finish());
                     }
@@ -190,15 +186,11 @@ impl Parser {
                         };
                     }
                     Chunk::Data(remaining) => {
-                        let take = usize::try_from(remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(buf.len());
-                        if take == 0 {
+                        let took = take_body(request, buf, remaining, self.max_body);
+                        if took == 0 {
                             return Parsed::Incomplete;
                         }
-                        keep(request, &buf[..take], self.max_body);
-                        buf.drain(..take);
-                        *chunk = match remaining - take as u64 {
+                        *chunk = match remaining - took {
                             0 => Chunk::DataEnd,
                             n => Chunk::Data(n),
                         };
@@ -224,6 +216,17 @@ impl Parser {
             State::Head => Request::default(),
         }
     }
+}
+
+/// Moves up to `remaining` body bytes from the front of `buf` into `request` (see [`keep`]);
+/// returns how many.
+fn take_body(request: &mut Request, buf: &mut Vec<u8>, remaining: u64, max: usize) -> u64 {
+    let take = usize::try_from(remaining)
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    keep(request, &buf[..take], max);
+    buf.drain(..take);
+    take as u64
 }
 
 /// Appends body bytes, keeping at most `max` (the rest is only counted).

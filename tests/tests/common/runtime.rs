@@ -1,6 +1,10 @@
-//! The fixture of the Runtime API suites (`runtimes.rs`, `runtimes_thirdparty.rs`): an engine
-//! with one shard and logs kept, functions on `Launch::RuntimeApi`, and invocations that return
-//! the payload, the outcome and the tail of the invocation's log.
+//! The fixture of the Runtime API suites (`runtimes.rs`, `runtimes_thirdparty.rs`, which include
+//! this file as a module; it is not in the `hearth-tests` library so that the library, and the
+//! sample function built from it, need not depend on the scheduler): an engine with one shard
+//! and logs kept, functions on `Launch::RuntimeApi`, and invocations that return the payload,
+//! the outcome and the tail of the invocation's log.
+// Each suite uses part of it.
+#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -67,7 +71,7 @@ pub fn code(files: &[(&str, &str, bool)]) -> tempfile::TempDir {
 impl RuntimeFixture {
     /// Starts the engine (root needed: it fails the test otherwise).
     pub fn start() -> Self {
-        crate::require_root();
+        hearth_tests::require_root();
         let state = tempfile::tempdir().expect("tempdir");
         let logs = tempfile::tempdir().expect("tempdir");
         let config = EngineConfig {
