@@ -40,6 +40,7 @@ const SCENARIOS: &[&str] = &[
     "warm.native.inflight64",
     "warm.native.parked",
     "cold.native",
+    "cold.native.zygote",
     "peer.fork_exec",
     "peer.bwrap",
     "peer.crun",
@@ -165,6 +166,7 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
     let mut runtime_bench: Option<runtimes::RuntimeBench> = None;
     let mut warm_native_p50 = None;
     let mut cold_native_p50 = None;
+    let mut cold_zygote_p50 = None;
     let mut daemon: Option<http::Daemon> = None;
     let mut abuse: Option<containment::Containment> = None;
     let load_time = Duration::from_secs(if quick { 2 } else { 6 });
@@ -240,6 +242,10 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 let (lat, elapsed, mut extra) = peers::measure(peer, &sample, count)?;
                 if let Some(cold) = cold_native_p50 {
                     extra["vs_cold_native_p50"] =
+                        json!(report::round2(lat.quantile_us(0.5) / cold));
+                }
+                if let Some(cold) = cold_zygote_p50 {
+                    extra["vs_cold_native_zygote_p50"] =
                         json!(report::round2(lat.quantile_us(0.5) / cold));
                 }
                 (lat, elapsed, extra)
@@ -330,6 +336,16 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                         let result = scenarios::cold(bench, n(500, 150))?;
                         cold_native_p50 = Some(result.0.quantile_us(0.5));
                         result
+                    }
+                    "cold.native.zygote" => {
+                        let (lat, elapsed, mut extra) =
+                            scenarios::cold_zygote(bench, n(2_000, 300))?;
+                        cold_zygote_p50 = Some(lat.quantile_us(0.5));
+                        if let Some(cold) = cold_native_p50 {
+                            extra["vs_cold_native_p50"] =
+                                json!(report::round2(lat.quantile_us(0.5) / cold));
+                        }
+                        (lat, elapsed, extra)
                     }
                     "mem.idle_env" => scenarios::idle_memory(bench, if quick { 16 } else { 32 })?,
                     other => anyhow::bail!("unknown scenario {other}"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hearth_scheduler::{
-    Engine, EngineConfig, Function, FunctionConfig, FunctionOutput, Launch, Shard,
+    Engine, EngineConfig, Function, FunctionConfig, FunctionOutput, Launch, Shard, Start,
 };
 use serde_json::{json, Value};
 
@@ -187,7 +187,7 @@ pub fn cold(
 ) -> Result<(Latencies, Duration, Value)> {
     bench.engine.on_shard(0, move |shard| {
         let f = function(shard, name)?;
-        let (lat, busy) = scenarios::cold_loop(shard, &f, EVENT, n, echoed)?;
+        let (lat, busy) = scenarios::cold_loop(shard, &f, (EVENT, Start::Cold), n, echoed)?;
         Ok((lat, busy, json!({ "function": name, "includes": "own network namespace + hearth-init + runtime start + Init" })))
     })?
 }

@@ -51,7 +51,10 @@ impl Bench {
         };
         engine.create_function(function("echo", "echo", 1))?;
         engine.create_function(function("echo64", "echo", 64))?;
-        engine.create_function(function("cold", "echo", 1))?;
+        let mut cold = function("cold", "echo", 1);
+        cold.zygote = false;
+        engine.create_function(cold)?;
+        engine.create_function(function("cold-zygote", "echo", 1))?;
         engine.create_function(function("idle", "sleep", 1))?;
         Ok(Self {
             engine,
@@ -114,12 +117,13 @@ pub fn warm_loop(
     Ok((lat, start.elapsed(), out))
 }
 
-/// `n` cold starts of `f` with `event` (plus a tenth as warm-up): each a new environment, its
-/// answer checked by `check`. Returns the latencies and the time they took in all.
+/// `n` cold starts of `f` with `event` (plus a tenth as warm-up): each a new environment
+/// obtained as `expect` says, its answer checked by `check`. Returns the latencies and the
+/// time they took in all.
 pub fn cold_loop(
     shard: &mut Shard,
     f: &Arc<Function>,
-    event: &[u8],
+    (event, expect): (&[u8], Start),
     n: u64,
     check: impl Fn(&[u8]) -> bool,
 ) -> Result<(Latencies, Duration)> {
@@ -131,7 +135,7 @@ pub fn cold_loop(
         let t0 = Instant::now();
         let outcome = shard.invoke_into(f, event, &mut out)?;
         let took = t0.elapsed();
-        if outcome.start != Start::Cold || outcome.error.is_some() || !check(&out) {
+        if outcome.start != expect || outcome.error.is_some() || !check(&out) {
             bail!(
                 "{}: {outcome:?}: {}",
                 f.name(),
@@ -230,8 +234,50 @@ pub fn cold(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
     let linking = bench.linking;
     bench.on_shard(move |shard| {
         let f = function(shard, "cold")?;
-        let (lat, busy) = cold_loop(shard, &f, EVENT, n, |out| out == EVENT)?;
-        Ok((lat, busy, json!({ "isolation": "pid+mnt+ipc+uts+cgroup+net namespaces, pivot_root, seccomp, landlock, no caps, cgroup limits", "function_linking": linking })))
+        let (lat, busy) = cold_loop(shard, &f, (EVENT, Start::Cold), n, |out| out == EVENT)?;
+        Ok((
+            lat,
+            busy,
+            json!({ "isolation": ISOLATION, "function_linking": linking }),
+        ))
+    })
+}
+
+const ISOLATION: &str =
+    "pid+mnt+ipc+uts+cgroup namespaces, own root, seccomp, landlock, no caps, cgroup limits";
+
+/// A new, fully isolated environment forked from the function's zygote, to its first
+/// response. Waits (up to 10 s) for the zygote its first cold start asks for to be ready.
+pub fn cold_zygote(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)> {
+    let linking = bench.linking;
+    bench.on_shard(move |shard| {
+        let f = function(shard, "cold-zygote")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        loop {
+            shard.housekeeping();
+            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
+            shard.retire_idle(&f);
+            if outcome.start == Start::Zygote {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the zygote of {} was not ready within 10 s", f.name());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (lat, busy) = cold_loop(shard, &f, (EVENT, Start::Zygote), n, |out| out == EVENT)?;
+        // One shard forks them one after another: starts per second of shard time.
+        let rate = n as f64 / busy.as_secs_f64().max(1e-9);
+        Ok((
+            lat,
+            busy,
+            json!({
+                "isolation": ISOLATION,
+                "function_linking": linking,
+                "starts_per_s": rate.round(),
+            }),
+        ))
     })
 }
 

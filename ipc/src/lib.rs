@@ -40,6 +40,8 @@ pub mod ring;
 mod sync;
 #[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
+pub mod zygote;
 
 pub use doorbell::AdaptiveSpin;
 pub use error::{ChannelError, ProtocolError, RingSide, SubmitError};

@@ -195,3 +195,159 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
         )
     };
 }
+
+/// Most fds one zygote message carries.
+pub(crate) const MAX_FDS: usize = 8;
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors the kernel writes.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let first = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let second = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((first, second))
+}
+
+/// Control-message buffer for up to [`MAX_FDS`] descriptors, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 64]);
+
+/// `sendmsg` of one datagram with `fds` attached (`SCM_RIGHTS`).
+// One block: building a control message is a chain of pointer steps over one local buffer.
+#[allow(clippy::multiple_unsafe_ops_per_block)]
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::from_raw_os_error(libc::E2BIG));
+    }
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let mut cmsg = CmsgBuf([0; 64]);
+    // SAFETY: zeroed msghdr is a valid "no name, no control" header; the pointers set below
+    // point to live locals that outlive the sendmsg call; CMSG_* compute offsets inside `cmsg`,
+    // which has room for MAX_FDS descriptors (checked above).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            // At most MAX_FDS * 4 bytes (checked above).
+            let data_len = u32::try_from(std::mem::size_of_val(fds)).unwrap_or(0);
+            msg.msg_control = cmsg.0.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(data_len) as usize;
+            let header = libc::CMSG_FIRSTHDR(&msg);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(data_len) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(header),
+                data_len as usize,
+            );
+        }
+        loop {
+            let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// `recvmsg` of one datagram into `bytes`; descriptors that came with it are appended to
+/// `fds` (close-on-exec). Returns the datagram's length (0: the peer closed), or `WouldBlock`
+/// with `nonblocking` and nothing queued. A datagram longer than `bytes` or with more
+/// descriptors than [`MAX_FDS`] is an `InvalidData` error (its descriptors are closed).
+// One block: walking control messages is a chain of pointer steps over one local buffer.
+#[allow(clippy::multiple_unsafe_ops_per_block, clippy::cast_sign_loss)]
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_mut_ptr().cast(),
+        iov_len: bytes.len(),
+    };
+    let mut cmsg = CmsgBuf([0; 64]);
+    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    let start = fds.len();
+    // SAFETY: the msghdr points to live locals for the duration of the call; the control
+    // messages walked afterwards lie inside `cmsg` (the kernel sets msg_controllen to what it
+    // wrote, and CMSG_NXTHDR stops at its end); each SCM_RIGHTS descriptor is new to this
+    // process and owned by nobody else.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg.0.len();
+        let n = loop {
+            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, flags);
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(header);
+                let len = (*header).cmsg_len - (data as usize - header as usize);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
+        if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            fds.truncate(start);
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
+        Ok(n)
+    }
+}
+
+/// Waits up to `timeout` for `fd` to become readable (or hung up).
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(n > 0)
+}

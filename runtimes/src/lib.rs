@@ -9,10 +9,11 @@
 //!
 //! This crate links only `hearth-ipc` and std, because everything it links runs inside the
 //! environment's seccomp allowlist.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod init;
+mod zygote;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -119,7 +120,29 @@ pub fn serve_with_context<F>(handler: F) -> !
 where
     F: FnMut(&[u8], &Context) -> Result<Vec<u8>, FnError>,
 {
-    let err = match GuestChannel::from_env() {
+    // A socket at the channel's fd: this process is a zygote (see `zygote`); the loop below
+    // returns only in each environment it forks, with that environment's channel.
+    let channel_fd = std::env::var(hearth_ipc::CHANNEL_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|fd| zygote::is_socket(*fd));
+    let attached = match channel_fd {
+        Some(fd) => match zygote::adopt_control(fd).map(zygote::serve) {
+            Some(Ok(channel)) => Ok(channel),
+            Some(Err(e)) => {
+                eprintln!("hearth runtime: {e}");
+                #[allow(clippy::exit)] // the runtime owns the process
+                std::process::exit(if matches!(e, zygote::ZygoteError::Closed) {
+                    0
+                } else {
+                    70
+                })
+            }
+            None => GuestChannel::from_env(),
+        },
+        None => GuestChannel::from_env(),
+    };
+    let err = match attached {
         Ok(channel) => run(channel, handler),
         Err(e) => ServeError::Attach(e),
     };

@@ -383,6 +383,19 @@ impl EnvCgroup {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
+    /// `cgroup.procs` of each hierarchy, open for writing, for a process that is not hearth's
+    /// child to join by writing "0" (v1 and v2: the kernel checks the permissions of whoever
+    /// opened the file, hearth, rather than the writer's).
+    pub fn join_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        if !self.v2 {
+            return self.procs.iter().map(OwnedFd::try_clone).collect();
+        }
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(self.dirs[0].join("cgroup.procs"))?;
+        Ok(vec![procs.into()])
+    }
+
     /// The cgroup's directory in the memory hierarchy.
     pub fn path(&self) -> &Path {
         &self.dirs[0]

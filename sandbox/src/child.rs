@@ -73,6 +73,8 @@ pub(crate) struct FdPlan {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// A zygote's copy of its children's seccomp program (a memfd), kept at fd 5.
+    pub extra: Option<RawFd>,
 }
 
 /// `execve` arguments: NUL-terminated pointer arrays into owned strings.
@@ -134,7 +136,19 @@ pub(crate) struct ChildPlan {
     pub gid: u32,
     pub landlock: Option<LandlockPlan>,
     pub seccomp: Vec<libc::sock_filter>,
+    /// Set for a zygote (see [`ZygoteSetup`]).
+    pub zygote: Option<ZygoteSetup>,
     pub exec: ExecPlan,
+}
+
+/// How a zygote's setup differs: it keeps the capabilities its children need to enter their
+/// own namespaces (in its own user namespace), and it creates the landlock ruleset without
+/// restricting itself (landlock forbids mounting, which each child does for its `/tmp` and
+/// `/proc`); each child restricts itself with the ruleset, found at fd 6.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZygoteSetup {
+    /// Capability bits kept (effective and permitted); all others are dropped as usual.
+    pub keep_caps: u64,
 }
 
 // SAFETY: the raw pointers in `ExecPlan` point into strings owned by the same plan, which are
@@ -154,6 +168,8 @@ pub(crate) trait Sys {
     /// Brings up `lo` in the current network namespace.
     fn loopback_up(&mut self) -> Result<(), Errno>;
     fn prctl(&mut self, option: i32, arg: u64) -> Result<(), Errno>;
+    /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)`.
+    fn ambient_raise(&mut self, cap: u32) -> Result<(), Errno>;
     fn mount(
         &mut self,
         source: Option<&CStr>,
@@ -175,7 +191,8 @@ pub(crate) trait Sys {
     fn setgroups_empty(&mut self) -> Result<(), Errno>;
     fn setresgid(&mut self, gid: u32) -> Result<(), Errno>;
     fn setresuid(&mut self, uid: u32) -> Result<(), Errno>;
-    fn capset_zero(&mut self) -> Result<(), Errno>;
+    /// Sets the effective and permitted capabilities to `keep` (inheritable: none).
+    fn capset(&mut self, keep: u64) -> Result<(), Errno>;
     fn landlock_create(&mut self, attr: &[u64; 3], abi: u32) -> Result<RawFd, Errno>;
     fn open_path(&mut self, path: &CStr) -> Result<RawFd, Errno>;
     fn landlock_add_path(
@@ -281,7 +298,8 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     }
     arrange_fds(plan.fds, sys, error_fd)?;
     // 6. privileges.
-    for cap in 0..=plan.cap_last_cap {
+    let keep = plan.zygote.map_or(0, |z| z.keep_caps);
+    for cap in (0..=plan.cap_last_cap).filter(|c| keep & (1 << c) == 0) {
         at(
             Step::DropBoundingSet,
             sys.prctl(libc::PR_CAPBSET_DROP, u64::from(cap)),
@@ -295,8 +313,16 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
         at(Step::SetGroups, sys.setgroups_empty())?;
     }
     at(Step::SetGid, sys.setresgid(plan.gid))?;
+    if plan.zygote.is_some() {
+        at(Step::SetUid, sys.prctl(libc::PR_SET_KEEPCAPS, 1))?;
+    }
     at(Step::SetUid, sys.setresuid(plan.uid))?;
-    at(Step::DropCapabilities, sys.capset_zero())?;
+    at(Step::DropCapabilities, sys.capset(keep))?;
+    // A zygote's kept capabilities must survive the execve of its program, which as a non-root
+    // uid it only does as ambient capabilities.
+    for cap in (0..64).filter(|c| keep & (1 << c) != 0) {
+        at(Step::DropCapabilities, sys.ambient_raise(cap))?;
+    }
     // After the uid switch, which clears the parent-death signal (the kernel resets it on any
     // credential change): SIGKILL if the scheduler thread that started us dies.
     at(
@@ -306,7 +332,19 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     at(Step::NoNewPrivs, sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1))?;
     // 7. landlock, seccomp.
     if let Some(landlock) = &plan.landlock {
-        restrict_landlock(landlock, sys)?;
+        let ruleset = landlock_ruleset(landlock, sys)?;
+        if plan.zygote.is_some() {
+            // Kept for the children at fd 6 (not close-on-exec).
+            if ruleset != ZYGOTE_RULESET_FD {
+                let moved = sys.dup3(ruleset, ZYGOTE_RULESET_FD, false);
+                sys.close(ruleset);
+                at(Step::LandlockCreate, moved)?;
+            }
+        } else {
+            let restricted = sys.landlock_restrict(ruleset);
+            sys.close(ruleset);
+            at(Step::LandlockRestrict, restricted)?;
+        }
     }
     at(Step::UnblockSignals, sys.unblock_signals())?;
     at(Step::Seccomp, sys.seccomp(&plan.seccomp))?;
@@ -323,15 +361,26 @@ fn arrange_fds<S: Sys>(fds: FdPlan, sys: &mut S, error_fd: &mut RawFd) -> Result
     let stdout = high(sys, fds.stdout)?;
     let stderr = high(sys, fds.stderr)?;
     let channel = high(sys, fds.channel)?;
+    let extra = fds.extra.map(|fd| high(sys, fd)).transpose()?;
     at(Step::ArrangeFds, sys.dup3(error, 4, true))?;
     *error_fd = 4;
     for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2), (channel, 3)] {
         at(Step::ArrangeFds, sys.dup3(fd, target, false))?;
     }
-    at(Step::CloseFds, sys.close_from(5))
+    let mut first_closed = 5;
+    if let Some(extra) = extra {
+        at(Step::ArrangeFds, sys.dup3(extra, ZYGOTE_FILTER_FD, false))?;
+        first_closed = ZYGOTE_FILTER_FD + 1;
+    }
+    at(Step::CloseFds, sys.close_from(first_closed))
 }
 
-fn restrict_landlock<S: Sys>(plan: &LandlockPlan, sys: &mut S) -> Result<(), Failure> {
+/// Where a zygote finds its children's seccomp program (a memfd of `sock_filter`s).
+pub(crate) const ZYGOTE_FILTER_FD: RawFd = 5;
+/// Where a zygote finds the landlock ruleset its children restrict themselves with.
+pub(crate) const ZYGOTE_RULESET_FD: RawFd = 6;
+
+fn landlock_ruleset<S: Sys>(plan: &LandlockPlan, sys: &mut S) -> Result<RawFd, Failure> {
     let ruleset = at(
         Step::LandlockCreate,
         sys.landlock_create(&[plan.handled_fs, 0, plan.scoped], plan.abi),
@@ -340,11 +389,12 @@ fn restrict_landlock<S: Sys>(plan: &LandlockPlan, sys: &mut S) -> Result<(), Fai
         let fd = at(Step::LandlockRule, sys.open_path(path))?;
         let added = sys.landlock_add_path(ruleset, fd, *access);
         sys.close(fd);
-        at(Step::LandlockRule, added)?;
+        if let Err(e) = added {
+            sys.close(ruleset);
+            return Err((Step::LandlockRule, e));
+        }
     }
-    let restricted = sys.landlock_restrict(ruleset);
-    sys.close(ruleset);
-    at(Step::LandlockRestrict, restricted)
+    Ok(ruleset)
 }
 
 /// The child's entry point after `clone3`. `arg` is a `*const ChildPlan`.
@@ -502,6 +552,17 @@ impl Sys for RawSys {
         ok(unsafe { syscall6(libc::SYS_prctl, [int(option), word(arg), 0, 0, 0, 0]) })
     }
 
+    fn ambient_raise(&mut self, cap: u32) -> Result<(), Errno> {
+        let (option, raise) = (libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE);
+        // SAFETY: integer arguments only.
+        ok(unsafe {
+            syscall6(
+                libc::SYS_prctl,
+                [int(option), int(raise), cap as usize, 0, 0, 0],
+            )
+        })
+    }
+
     fn mount(
         &mut self,
         source: Option<&CStr>,
@@ -623,10 +684,14 @@ impl Sys for RawSys {
         ok(unsafe { syscall6(libc::SYS_setresuid, [u, u, u, 0, 0, 0]) })
     }
 
-    fn capset_zero(&mut self) -> Result<(), Errno> {
+    #[allow(clippy::cast_possible_truncation)]
+    fn capset(&mut self, keep: u64) -> Result<(), Errno> {
         let header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, this thread
-        let data = [0u32; 6]; // two zeroed {effective, permitted, inheritable}
-                              // SAFETY: capset with a v3 header and two data structs, as the ABI requires.
+                                                 // Two {effective, permitted, inheritable}: bits 0-31, then 32-63. What is kept is
+                                                 // inheritable too, so that it can be made ambient (and survive execve).
+        let (low, high) = (keep as u32, (keep >> 32) as u32);
+        let data = [low, low, low, high, high, high];
+        // SAFETY: capset with a v3 header and two data structs, as the ABI requires.
         ok(unsafe {
             syscall6(
                 libc::SYS_capset,
@@ -815,6 +880,9 @@ pub(crate) mod tests {
         fn loopback_up(&mut self) -> Result<(), Errno> {
             self.call("loopback_up".to_owned())
         }
+        fn ambient_raise(&mut self, cap: u32) -> Result<(), Errno> {
+            self.call(format!("ambient_raise {cap}"))
+        }
         fn prctl(&mut self, option: i32, arg: u64) -> Result<(), Errno> {
             self.call(format!("prctl {option} {arg}"))
         }
@@ -876,8 +944,8 @@ pub(crate) mod tests {
         fn setresuid(&mut self, uid: u32) -> Result<(), Errno> {
             self.call(format!("setresuid {uid}"))
         }
-        fn capset_zero(&mut self) -> Result<(), Errno> {
-            self.call("capset 0".into())
+        fn capset(&mut self, keep: u64) -> Result<(), Errno> {
+            self.call(format!("capset {keep:#x}"))
         }
         fn landlock_create(&mut self, attr: &[u64; 3], abi: u32) -> Result<RawFd, Errno> {
             self.call(format!(

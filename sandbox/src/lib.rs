@@ -22,12 +22,12 @@ mod spawn;
 mod step;
 mod sys;
 
-pub use cgroup::{CgroupError, Hierarchy, Limits};
+pub use cgroup::{CgroupError, EnvCgroup, Hierarchy, Limits};
 pub use landlock::LandlockMode;
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spawn::{
-    chrooted, CgroupPolicy, EnvSpec, Environment, Sandbox, SandboxConfig, SandboxError,
-    SetupFailure, SetupState, SpawnError,
+    chrooted, setup_error_pipe, CgroupPolicy, EnvSpec, Environment, Sandbox, SandboxConfig,
+    SandboxError, SetupFailure, SetupState, SpawnError,
 };
 pub use step::Step;
 pub use sys::ExitStatus;

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use crate::child::{ChildPlan, ExecPlan, FdPlan, FsOp};
+use crate::child::{ChildPlan, ExecPlan, FdPlan, FsOp, ZygoteSetup};
 use crate::root::{self, RootSkeleton};
 use crate::spawn::{EnvSpec, SpawnError};
 use crate::step::Step;
@@ -246,9 +246,15 @@ pub(crate) struct Fixed<'a> {
     pub devnull: RawFd,
     pub reset_signals: &'a [i32],
     pub switch: RootSwitch,
-    /// Environments get a user namespace (rootless mode).
+    /// Environments get a user namespace (rootless mode, and every zygote).
     pub user_namespace: bool,
+    /// For a zygote: the memfd holding its children's seccomp program.
+    pub zygote_filter: Option<RawFd>,
 }
+
+/// Capabilities a zygote keeps in its user namespace: `CAP_SYS_ADMIN` to create each child's
+/// namespaces and mounts, `CAP_SETPCAP` for the child to drop its bounding set.
+const ZYGOTE_CAPS: u64 = (1 << 21) | (1 << 8); // CAP_SYS_ADMIN, CAP_SETPCAP
 
 /// The whole plan for one environment.
 pub(crate) fn build(
@@ -280,9 +286,11 @@ pub(crate) fn build(
         stdin: fixed.devnull,
         stdout: spec.stdout.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
         stderr: spec.stderr.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
+        extra: fixed.zygote_filter,
     };
     let mut keep_fds: Vec<RawFd> = [fds.error, fds.channel, fds.stdin, fds.stdout, fds.stderr]
         .into_iter()
+        .chain(fds.extra)
         .chain(cgroup_procs.iter().copied())
         .chain(fixed.netns)
         .chain(userns_sync)
@@ -296,7 +304,13 @@ pub(crate) fn build(
         cgroup_procs,
         unshare_cgroupns: true,
         loopback: spec.loopback,
-        netns: if spec.loopback { None } else { fixed.netns },
+        // A zygote gets a network namespace of its own (it is not landlocked, so a shared one
+        // would let it reach other environments' abstract sockets).
+        netns: if spec.loopback || fixed.zygote_filter.is_some() {
+            None
+        } else {
+            fixed.netns
+        },
         fs: filesystem(fixed.root, spec, fixed.switch)?,
         hostname: cstring("hostname", fixed.hostname)?,
         rlimits: vec![(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, 1024)],
@@ -309,6 +323,9 @@ pub(crate) fn build(
         gid: fixed.gid,
         landlock: crate::landlock::plan(fixed.landlock_abi),
         seccomp: fixed.seccomp.to_vec(),
+        zygote: fixed.zygote_filter.map(|_| ZygoteSetup {
+            keep_caps: ZYGOTE_CAPS,
+        }),
         exec: ExecPlan::new(exec_path, args, env),
     })
 }
@@ -334,6 +351,14 @@ mod tests {
     }
 
     fn recorded_with(fail: Option<&'static str>, switch: RootSwitch) -> (Recorder, (Step, i32)) {
+        recorded_full(fail, switch, None)
+    }
+
+    fn recorded_full(
+        fail: Option<&'static str>,
+        switch: RootSwitch,
+        zygote_filter: Option<RawFd>,
+    ) -> (Recorder, (Step, i32)) {
         let (root, devnull) = fixture();
         let filter = [libc::sock_filter {
             code: 6,
@@ -353,7 +378,8 @@ mod tests {
             devnull: devnull.as_raw_fd(),
             reset_signals: &[11, 13],
             switch,
-            user_namespace: false,
+            user_namespace: zygote_filter.is_some(),
+            zygote_filter,
         };
         let env = vec![("_HANDLER".to_owned(), "echo".to_owned())];
         let spec = EnvSpec {
@@ -374,6 +400,7 @@ mod tests {
             loopback: false,
             runtime_dir: None,
             layers: &[],
+            zygote: false,
         };
         let plan = build(&fixed, &spec, vec![20, 21], 30, None).unwrap();
         assert_eq!(plan.exec.argv_len(), 1);
@@ -434,6 +461,43 @@ mod tests {
             .any(|c| c == "mount - /run/hearth/root/var/task - 0x1027 -"));
         assert!(rec.calls.iter().any(|c| c
             .starts_with("mount tmpfs /run/hearth/root/tmp tmpfs 0x6 size=536870912,mode=1777")));
+    }
+
+    #[test]
+    fn a_zygote_keeps_what_its_children_need_and_restricts_nothing_it_must_undo() {
+        let (rec, (step, errno)) = recorded_full(None, RootSwitch::Pivot, Some(40));
+        assert_eq!((step, errno), (Step::Exec, 0));
+        let at = |p| rec.position(p);
+        // Its own network namespace (not the shared one), bounding set emptied but for
+        // CAP_SETPCAP (8) and CAP_SYS_ADMIN (21), kept across the uid switch and made ambient
+        // so they survive execve.
+        assert!(
+            !rec.calls.iter().any(|c| c.starts_with("setns")),
+            "{:?}",
+            rec.calls
+        );
+        assert!(rec.calls.iter().any(|c| c == "prctl 24 7"));
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| c == "prctl 24 8" || c == "prctl 24 21"));
+        assert!(
+            at("prctl 8 1") < at("setresuid 65534"),
+            "PR_SET_KEEPCAPS first"
+        );
+        assert!(at("setresuid 65534") < at("capset 0x200100"));
+        assert!(at("capset 0x200100") < at("ambient_raise 8"));
+        assert!(at("ambient_raise 21") < at("landlock_create"));
+        // The ruleset is made and kept at fd 6 for the children, not applied; the children's
+        // seccomp program (fd 40 here) is kept at fd 5; the zygote's own filter is loaded.
+        assert!(!rec.calls.iter().any(|c| c.starts_with("landlock_restrict")));
+        assert!(at("landlock_create") < at("dup3 90 6"));
+        assert!(rec
+            .calls
+            .iter()
+            .any(|c| c.starts_with("dup3") && c.ends_with(" 5 false")));
+        assert!(at("dup3 90 6") < at("seccomp"));
+        assert_eq!(rec.calls.last().unwrap(), "execve /var/task/bootstrap");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cgroup::{CgroupError, CgroupInstance, EnvCgroup, Hierarchy, Limits};
 use crate::child::{self, ChildPlan};
@@ -203,12 +204,21 @@ pub struct EnvSpec<'a> {
     pub runtime_dir: Option<&'a Path>,
     /// Layer directories, in Lambda's order, shown merged and read-only at `/opt`.
     pub layers: &'a [PathBuf],
+    /// Start a zygote instead of an environment: the program runs in a user namespace of its
+    /// own, keeping `CAP_SYS_ADMIN` and `CAP_SETPCAP` there, under the zygote seccomp policy,
+    /// with its own network namespace, and not landlocked; it finds its children's seccomp
+    /// program at fd 5 and their landlock ruleset at fd 6, and `channel` (fd 3) is its control
+    /// socket. See `hearth-snapshot`.
+    pub zygote: bool,
 }
 
 /// Everything prepared once and shared by all environments.
 #[derive(Debug)]
 pub struct Sandbox {
     seccomp: SeccompProgram,
+    zygote_seccomp: SeccompProgram,
+    /// The native program as a sealed memfd, handed to zygotes for their children.
+    child_filter: OwnedFd,
     landlock_abi: u32,
     netns: Option<OwnedFd>,
     cgroups: Option<CgroupInstance>,
@@ -277,6 +287,15 @@ impl Sandbox {
             tracing::warn!("hearth's root is not a mount point (a chroot): environments chroot into their root instead of pivot_root");
         }
         let seccomp = SeccompProgram::native()?;
+        let zygote_seccomp = SeccompProgram::zygote()?;
+        let child_filter = sys::sealed_memfd(
+            c"hearth-seccomp",
+            &SeccompProgram::zygote_child()?.as_bytes(),
+        )
+        .map_err(|source| SandboxError::Host {
+            path: "memfd_create",
+            source,
+        })?;
         let landlock_abi = landlock::kernel_abi();
         if landlock_abi == 0 && config.landlock == LandlockMode::Required {
             return Err(SandboxError::LandlockUnavailable);
@@ -321,6 +340,8 @@ impl Sandbox {
             })?;
         Ok(Self {
             seccomp,
+            zygote_seccomp,
+            child_filter,
             landlock_abi,
             netns,
             cgroups,
@@ -349,6 +370,12 @@ impl Sandbox {
         self.cgroups.as_ref().map(CgroupInstance::hierarchy)
     }
 
+    /// A cgroup with `limits` for an environment some other process starts (a zygote's child).
+    /// `None` in rootless mode without cgroups.
+    pub fn env_cgroup(&self, limits: &Limits) -> Result<Option<EnvCgroup>, CgroupError> {
+        self.cgroups.as_ref().map(|c| c.env(limits)).transpose()
+    }
+
     /// Creates empty environment cgroups ahead of need, so a cold start only writes limits.
     pub fn prepare_cgroups(&self, count: usize) -> Result<(), CgroupError> {
         self.cgroups.as_ref().map_or(Ok(()), |c| c.prepare(count))
@@ -364,7 +391,8 @@ impl Sandbox {
             .transpose()?;
         // The daemon polls for setup failures: non-blocking.
         let (errors, error_write) = sys::pipe_cloexec(true).map_err(SpawnError::Prepare)?;
-        let userns_pipe = if self.rootless {
+        let user_namespace = self.rootless || spec.zygote;
+        let userns_pipe = if user_namespace {
             // The child blocks on it until the id maps are written.
             Some(sys::pipe_cloexec(false).map_err(SpawnError::Prepare)?)
         } else {
@@ -372,7 +400,11 @@ impl Sandbox {
         };
         let fixed = plan::Fixed {
             root: &self.root,
-            seccomp: self.seccomp.instructions(),
+            seccomp: if spec.zygote {
+                self.zygote_seccomp.instructions()
+            } else {
+                self.seccomp.instructions()
+            },
             landlock_abi: self.landlock_abi,
             cap_last_cap: self.cap_last_cap,
             uid: self.config.uid,
@@ -382,7 +414,8 @@ impl Sandbox {
             devnull: self.devnull.as_raw_fd(),
             reset_signals: &self.reset_signals,
             switch: self.switch,
-            user_namespace: self.rootless,
+            user_namespace,
+            zygote_filter: spec.zygote.then(|| self.child_filter.as_raw_fd()),
         };
         let plan = Box::new(plan::build(
             &fixed,
@@ -402,10 +435,10 @@ impl Sandbox {
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS;
-        if self.rootless {
+        if user_namespace {
             flags |= libc::CLONE_NEWUSER;
         }
-        if self.netns.is_none() || spec.loopback {
+        if self.netns.is_none() || spec.loopback || spec.zygote {
             flags |= libc::CLONE_NEWNET;
         }
         let mut pidfd: RawFd = -1;
@@ -452,6 +485,7 @@ impl Sandbox {
                 _plan: plan,
             }),
             status: None,
+            adopted: None,
         };
         if let Some(Err(e)) = affinity {
             env.kill();
@@ -466,13 +500,17 @@ impl Sandbox {
         Ok(env)
     }
 
-    /// Rootless: maps the function's uid and gid inside the new user namespace to ours, then
-    /// lets the child go on.
+    /// Maps the function's uid and gid inside the new user namespace to ours (rootless) or to
+    /// the same ids outside (a zygote started as root), then lets the child go on.
     fn write_id_maps(&self, pid: i32, sync: &OwnedFd) -> Result<(), SpawnError> {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
-        // SAFETY: getgid cannot fail.
-        let gid = unsafe { libc::getgid() };
+        let (uid, gid) = if self.rootless {
+            // SAFETY: getuid cannot fail.
+            let uid = unsafe { libc::getuid() };
+            // SAFETY: getgid cannot fail.
+            (uid, unsafe { libc::getgid() })
+        } else {
+            (self.config.uid, self.config.gid)
+        };
         let write = |file: &str, content: String| {
             let path = format!("/proc/{pid}/{file}");
             fs::write(&path, content).map_err(|source| SpawnError::IdMap { path, source })
@@ -483,6 +521,13 @@ impl Sandbox {
         let file = fs::File::from(sync.try_clone().map_err(SpawnError::Prepare)?);
         io::Write::write_all(&mut &file, &[1]).map_err(SpawnError::Prepare)
     }
+}
+
+/// The pipe on which an environment's first process reports a failed setup step: (read end,
+/// non-blocking; write end), both close-on-exec. For environments another process starts (see
+/// [`Environment::adopt`]).
+pub fn setup_error_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    sys::pipe_cloexec(true)
 }
 
 /// Memory the child uses until it execs.
@@ -501,6 +546,9 @@ pub struct Environment {
     cgroup: Option<EnvCgroup>,
     launch: Option<Launch>,
     status: Option<ExitStatus>,
+    /// Set for an environment forked by a zygote: not our child, so its exit status is what
+    /// the zygote reported (`Some(None)` until it has).
+    adopted: Option<Option<ExitStatus>>,
 }
 
 impl Environment {
@@ -552,8 +600,44 @@ impl Environment {
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGTERM);
     }
 
+    /// An environment whose first process another process started (a zygote's child): `pidfd`
+    /// refers to it, `errors` is the read end of the pipe it reports setup failures on (closed
+    /// by it once set up), `cgroup` the cgroup it joins. hearth cannot reap it: its exit status
+    /// is what [`Environment::set_exit_status`] was told.
+    pub fn adopt(pidfd: OwnedFd, errors: OwnedFd, cgroup: Option<EnvCgroup>) -> Self {
+        let pid = sys::pidfd_pid(pidfd.as_fd()).unwrap_or(-1);
+        Self {
+            pid,
+            pidfd,
+            errors,
+            cgroup,
+            launch: None,
+            status: None,
+            adopted: Some(None),
+        }
+    }
+
+    /// Whether this environment was forked by a zygote.
+    pub fn adopted(&self) -> bool {
+        self.adopted.is_some()
+    }
+
+    /// An adopted environment's exit status, as its zygote reported it.
+    pub fn set_exit_status(&mut self, status: ExitStatus) {
+        if let Some(reported) = &mut self.adopted {
+            *reported = Some(status);
+        }
+    }
+
     /// Reaps the first process if it has exited.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(reported) = self.adopted {
+            if self.status.is_none() && sys::pidfd_exited(self.pidfd.as_fd(), Some(Duration::ZERO))
+            {
+                self.status = Some(reported.unwrap_or(ExitStatus::Unknown));
+            }
+            return Ok(self.status);
+        }
         if self.status.is_none() {
             self.status = sys::waitid_pidfd(self.pidfd.as_fd(), false)?;
             if self.status.is_some() {
@@ -566,6 +650,12 @@ impl Environment {
     /// Waits for the first process to exit and reaps it.
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
+            return Ok(status);
+        }
+        if let Some(reported) = self.adopted {
+            sys::pidfd_exited(self.pidfd.as_fd(), None);
+            let status = reported.unwrap_or(ExitStatus::Unknown);
+            self.status = Some(status);
             return Ok(status);
         }
         let status =

@@ -284,6 +284,8 @@ pub enum ExitStatus {
     Exited(i32),
     /// Killed by a signal.
     Signaled(i32),
+    /// It exited, and the process that could reap it (a zygote) did not say how.
+    Unknown,
 }
 
 impl std::fmt::Display for ExitStatus {
@@ -291,6 +293,7 @@ impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Self::Exited(code) => write!(f, "exit status {code}"),
+            Self::Unknown => f.write_str("exit status unknown"),
             Self::Signaled(sig) => {
                 let name = match sig {
                     libc::SIGKILL => "killed",
@@ -414,4 +417,61 @@ pub(crate) fn set_affinity(pid: i32, set: &libc::cpu_set_t) -> io::Result<()> {
 pub(crate) fn set_not_dumpable() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+/// A sealed (read-only from now on) memfd holding `bytes`, close-on-exec.
+pub(crate) fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; the flags are constants.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let fd = unsafe { own_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, bytes)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on an open fd.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+/// Whether the process behind `pidfd` has exited (it need not be our child).
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>, wait: Option<std::time::Duration>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = wait.map_or(-1, |d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX));
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return n > 0;
+        }
+    }
+}
+
+/// The pid (in our pid namespace) of the process behind `pidfd`, from its fdinfo.
+pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    // PIDFD_GET_INFO (Linux 6.13+): no file to read. Its struct pidfd_info, first version
+    // (64 bytes): mask (in: which fields), cgroupid, then pid as seen by the caller.
+    const PIDFD_GET_INFO: u64 = 0xC040_FF0B; // _IOWR(0xFF, 11, 64 bytes)
+    const PIDFD_INFO_PID: u64 = 1;
+    let mut info = [0u64; 8];
+    info[0] = PIDFD_INFO_PID;
+    // SAFETY: the ioctl writes at most the 64 bytes its number encodes into `info`.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO, info.as_mut_ptr()) };
+    if r == 0 && info[0] & PIDFD_INFO_PID != 0 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+        return Some((info[2] & 0xffff_ffff) as u32 as i32);
+    }
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -165,6 +165,10 @@ pub struct FunctionConfig {
     /// another environment: 1 (Lambda's behaviour: one at a time) to 64. The environment still
     /// runs them one at a time, in order; each one's timeout starts when the previous one ends.
     pub pipeline_depth: u32,
+    /// Start new environments by forking them from a zygote (an initialised copy of the
+    /// function, see `hearth-snapshot`) once one is ready, instead of from nothing. Native
+    /// functions only (`Launch::Native`); others always start from nothing.
+    pub zygote: bool,
 }
 
 impl FunctionConfig {
@@ -189,6 +193,7 @@ impl FunctionConfig {
             environment: Vec::new(),
             ephemeral_storage_mb: 512,
             pipeline_depth: 1,
+            zygote: true,
         }
     }
 

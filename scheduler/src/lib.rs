@@ -56,6 +56,7 @@ mod sync;
 mod sys;
 #[cfg(not(loom))]
 mod uring;
+mod zygotes;
 
 #[cfg(not(loom))]
 pub use api::Identity;

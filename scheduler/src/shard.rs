@@ -28,6 +28,7 @@ use hearth_ipc::{
     format_request_id, AdaptiveSpin, HostChannel, RequestMeta, ResponseStatus, SubmitError,
 };
 use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, SetupState, Step};
+use hearth_snapshot::{ChildSpec, Zygote};
 
 use crate::admission::Ticket;
 use crate::config::{EnvCpus, FunctionOutput, Launch};
@@ -36,6 +37,7 @@ use crate::error::{FunctionError, InvokeError};
 use crate::logs::{Capture, LogQueue, Report, ShardLogs, MAX_RECORD_OUTPUT};
 use crate::registry::Function;
 use crate::uring::{Event, Key, NetOp, Uring};
+use crate::zygotes::Zygotes;
 
 /// How often a shard looks for environments to reap.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
@@ -78,8 +80,11 @@ pub enum Start {
     /// The first invocation of an environment started ahead of demand (provisioned
     /// concurrency): its start-up was paid before the invocation arrived.
     Pool,
-    /// A new environment, started for this invocation.
+    /// A new environment started from nothing for this invocation.
     Cold,
+    /// A new environment forked for this invocation from the function's zygote (an
+    /// initialised copy of it): a cold start without the program's start-up and Init.
+    Zygote,
 }
 
 /// What happened to an invocation that reached a function. The payload is delivered separately
@@ -128,8 +133,10 @@ pub struct ShardStats {
     pub warm: u64,
     /// Invocations queued behind another one.
     pub queued: u64,
-    /// Environments started.
+    /// Environments started from nothing.
     pub cold: u64,
+    /// Environments forked from a zygote.
+    pub zygote: u64,
     /// Invocations refused by admission control.
     pub throttled: u64,
     /// Environments killed at a deadline.
@@ -204,6 +211,8 @@ struct Env {
     early_output: Vec<u8>,
     /// Started ahead of demand and not used yet.
     pooled: bool,
+    /// Forked by the function's zygote: its pid there (the key of its exit report).
+    zygote_pid: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -258,6 +267,8 @@ pub struct Shard {
     /// An invocation's captured output, then its framed record (reused buffers).
     output: Vec<u8>,
     record: Vec<u8>,
+    /// Zygotes of this shard's native functions.
+    zygotes: Zygotes,
 }
 
 impl std::fmt::Debug for Shard {
@@ -271,6 +282,16 @@ impl std::fmt::Debug for Shard {
 
 /// The environment in `key`'s slot, if the slot still holds that generation. Free functions
 /// over the slot table (not methods) so that callers can borrow other fields of the shard.
+/// An environment's cgroup limits.
+fn env_limits(config: &crate::FunctionConfig) -> Limits {
+    Limits {
+        memory_bytes: u64::from(config.memory_mb) << 20,
+        pids: PIDS_PER_ENV,
+        // CPU share proportional to memory, as Lambda allots it (1769 MB = 1 vCPU).
+        cpu_weight: (u64::from(config.memory_mb) * 100 / 1769).clamp(1, 10_000),
+    }
+}
+
 fn slot_env(slots: &[Slot], key: Key) -> Option<&Env> {
     slots
         .get(key.slot as usize)
@@ -338,6 +359,7 @@ impl Shard {
             next_context: None,
             output: Vec::new(),
             record: Vec::new(),
+            zygotes: Zygotes::default(),
         };
         if let Some(fd) = &shard.mailbox {
             // SAFETY of lifetimes: the eventfd is owned by the shard and outlives its ring.
@@ -580,7 +602,7 @@ impl Shard {
         for _ in 0..4 {
             let (key, start) = match self.pick(function, allow_queue) {
                 Some(picked) => picked,
-                None => (self.start_env(function)?, Start::Cold),
+                None => self.start_env(function)?,
             };
             let alone = self.busy.is_empty() && !self.concurrent_lately(now);
             let remote = self.env_cpus.as_deref();
@@ -624,7 +646,7 @@ impl Shard {
                     match start {
                         Start::Warm | Start::Pool => self.stats.warm += 1,
                         Start::Queued => self.stats.queued += 1,
-                        Start::Cold => {}
+                        Start::Cold | Start::Zygote => {}
                     }
                     if first {
                         self.busy.push(key);
@@ -716,7 +738,7 @@ impl Shard {
         None
     }
 
-    fn start_env(&mut self, function: &Arc<Function>) -> Result<Key, InvokeError> {
+    fn start_env(&mut self, function: &Arc<Function>) -> Result<(Key, Start), InvokeError> {
         let config = function.config();
         let service = |what: &str, e: &dyn std::fmt::Display| {
             InvokeError::Service(format!(
@@ -758,36 +780,65 @@ impl Shard {
         } else {
             (config.command.clone(), config.args.clone(), None)
         };
-        let memory_bytes = u64::from(config.memory_mb) << 20;
-        let process = self
-            .shared
-            .sandbox
-            .spawn(&EnvSpec {
-                code_dir: &config.code_dir,
-                command: &command,
-                args: &args,
-                loopback: runtime_api,
-                runtime_dir,
-                layers: &config.layers,
-                env: function.process_env(),
+        // A native function's zygote, once ready, forks the environment instead.
+        let forked = if config.zygote && config.launch == Launch::Native {
+            let child = ChildSpec {
                 channel: channel.guest_fd(),
                 stdout: output,
                 stderr: output,
-                limits: Limits {
-                    memory_bytes,
-                    pids: PIDS_PER_ENV,
-                    // CPU share proportional to memory, as Lambda allots it (1769 MB = 1 vCPU).
-                    cpu_weight: (u64::from(config.memory_mb) * 100 / 1769).clamp(1, 10_000),
-                },
+                limits: env_limits(config),
                 tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
-                cpus: if local {
-                    self.local_cpus.as_deref()
-                } else {
-                    self.env_cpus.as_deref()
-                },
-            })
-            .map_err(|e| service("sandbox", &e))?;
-        self.stats.cold += 1;
+            };
+            match self.zygotes.fork(&self.shared.sandbox, function, &child) {
+                Some(Ok(forked)) => Some(forked),
+                Some(Err(e)) => {
+                    tracing::debug!(function = config.name, error = %e, "zygote fork failed; starting from nothing");
+                    None
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let (process, zygote_pid, start) = match forked {
+            Some((process, pid)) => {
+                if local {
+                    if let Some(cpus) = &self.local_cpus {
+                        let _ = crate::sys::set_affinity(process.pid(), cpus);
+                    }
+                }
+                self.stats.zygote += 1;
+                (process, Some(pid), Start::Zygote)
+            }
+            None => {
+                let process = self
+                    .shared
+                    .sandbox
+                    .spawn(&EnvSpec {
+                        code_dir: &config.code_dir,
+                        command: &command,
+                        args: &args,
+                        loopback: runtime_api,
+                        runtime_dir,
+                        layers: &config.layers,
+                        zygote: false,
+                        env: function.process_env(),
+                        channel: channel.guest_fd(),
+                        stdout: output,
+                        stderr: output,
+                        limits: env_limits(config),
+                        tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
+                        cpus: if local {
+                            self.local_cpus.as_deref()
+                        } else {
+                            self.env_cpus.as_deref()
+                        },
+                    })
+                    .map_err(|e| service("sandbox", &e))?;
+                self.stats.cold += 1;
+                (process, None, Start::Cold)
+            }
+        };
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
             None => {
@@ -816,9 +867,58 @@ impl Shard {
             initializing: runtime_api,
             early_output: Vec::new(),
             pooled: false,
+            zygote_pid,
         });
         self.pools.entry(function.id()).or_default();
-        Ok(key)
+        Ok((key, start))
+    }
+
+    /// Starts the zygotes cold starts asked for (housekeeping, off the invoke path).
+    fn start_zygotes(&mut self) {
+        for function in self.zygotes.take_wanted(&self.shared.registry) {
+            let config = function.config();
+            let capture = match self.shared.config.function_output {
+                FunctionOutput::Capture => match Capture::new() {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.zygotes.start_failed(&function, &e.to_string());
+                        continue;
+                    }
+                },
+                FunctionOutput::Inherit | FunctionOutput::Discard => None,
+            };
+            let stderr = std::io::stderr();
+            let output = match self.shared.config.function_output {
+                FunctionOutput::Capture => capture.as_ref().map(Capture::fd),
+                FunctionOutput::Inherit => Some(stderr.as_fd()),
+                FunctionOutput::Discard => None,
+            };
+            // Replaced by the control socket.
+            let placeholder = stderr.as_fd();
+            let started = Zygote::start(
+                &self.shared.sandbox,
+                &EnvSpec {
+                    code_dir: &config.code_dir,
+                    command: &config.command,
+                    args: &config.args,
+                    loopback: false,
+                    runtime_dir: None,
+                    layers: &config.layers,
+                    zygote: true,
+                    env: function.process_env(),
+                    channel: placeholder,
+                    stdout: output,
+                    stderr: output,
+                    limits: env_limits(config),
+                    tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
+                    cpus: self.env_cpus.as_deref(),
+                },
+            );
+            match started {
+                Ok(zygote) => self.zygotes.insert(function.clone(), zygote, capture),
+                Err(e) => self.zygotes.start_failed(&function, &e.to_string()),
+            }
+        }
     }
 
     // ----- completion -----------------------------------------------------------------------
@@ -1052,10 +1152,10 @@ impl Shard {
         let run = Duration::from_micros(run_us);
         let (duration, init) = match (inflight.start, run_us) {
             (_, 0) => (ran, None),
-            (Start::Cold, _) if run <= ran => (run, Some(ran - run)),
+            (Start::Cold | Start::Zygote, _) if run <= ran => (run, Some(ran - run)),
             _ => (run.min(ran), None),
         };
-        if env.peak_mb == 0 || inflight.start == Start::Cold {
+        if env.peak_mb == 0 || matches!(inflight.start, Start::Cold | Start::Zygote) {
             env.peak_mb = env.process.memory_peak().map_or(0, |b| b.div_ceil(1 << 20));
         }
         let function = &env.function;
@@ -1072,6 +1172,7 @@ impl Shard {
                 Start::Warm => "warm",
                 Start::Queued => "queued",
                 Start::Pool => "pool",
+                Start::Zygote => "zygote",
             },
             dropped,
         };
@@ -1194,6 +1295,15 @@ impl Shard {
         let now = Instant::now();
         // Answers it published before dying still count.
         self.drain_responses(key, now);
+        let zygote_exit = self
+            .env(key)
+            .and_then(|e| Some((e.function.id(), e.zygote_pid?)));
+        if let Some((function, pid)) = zygote_exit {
+            let reported = self.zygotes.exit_status(function, pid);
+            if let (Some(status), Some(env)) = (reported, self.env_mut(key)) {
+                env.process.set_exit_status(status);
+            }
+        }
         let Some(env) = self.env_mut(key) else { return };
         let status = env
             .process
@@ -1424,6 +1534,20 @@ impl Shard {
                 }
             }
         }
+        let logs = &mut self.logs;
+        let output = &mut self.output;
+        self.zygotes
+            .maintain(&self.shared.registry, |function, capture| {
+                output.clear();
+                capture.drain(output, MAX_RECORD_OUTPUT);
+                capture.reset(false);
+                if !output.is_empty() {
+                    if !output.ends_with(b"\n") {
+                        output.push(b'\n');
+                    }
+                    logs.push(function, output);
+                }
+            });
         self.logs.flush();
         let slots = &self.slots;
         self.pools.retain(|_, pool| {
@@ -1442,6 +1566,7 @@ impl Shard {
     /// Idle-time work on the shard thread: housekeeping and refilling the cgroups kept ready.
     pub(crate) fn idle(&mut self) {
         self.maintain();
+        self.start_zygotes();
         self.provision();
         let _ = self
             .shared
@@ -1472,6 +1597,7 @@ impl Shard {
     /// it between measurements.
     pub fn housekeeping(&mut self) {
         self.maintain();
+        self.start_zygotes();
         self.provision();
         let _ = self
             .shared
@@ -1518,7 +1644,7 @@ impl Shard {
                     return;
                 }
                 match self.start_env(&function) {
-                    Ok(key) => {
+                    Ok((key, _)) => {
                         if let Some(env) = self.env_mut(key) {
                             env.pooled = true;
                         }
@@ -1574,6 +1700,7 @@ impl Shard {
         }
         self.pools.clear();
         self.busy.clear();
+        self.zygotes.clear();
         self.logs.flush();
     }
 
@@ -1593,6 +1720,11 @@ impl Shard {
             .filter(|e| e.state == State::Live)
             .map(|e| e.process.pid())
             .collect()
+    }
+
+    /// Pids (as the host sees them) of this shard's zygote processes.
+    pub fn zygote_pids(&mut self) -> Vec<i32> {
+        self.zygotes.pids()
     }
 }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use hearth_sandbox::seccomp::{
     parse, resolve, x86_64_syscall_names, Action, ResolvedRule, NATIVE_ALLOWLIST,
 };
-use hearth_scheduler::{Engine, EngineConfig, FunctionConfig, FunctionOutput, SandboxConfig};
+use hearth_scheduler::{
+    Engine, EngineConfig, FunctionConfig, FunctionOutput, SandboxConfig, Start,
+};
 use hearth_tests::{require_root, sweep_code_dir, NOBODY};
 use serde_json::{json, Value};
 
@@ -355,6 +357,57 @@ fn every_syscall_number_is_refused_or_works_as_the_allowlist_says() {
         began.elapsed().as_secs_f64(),
     );
     assert_none_unexpected("root mode", &unexpected);
+}
+
+/// The same sweep in an environment forked from the function's zygote: the child loads a
+/// short filter on top of the zygote's wider one, and the two must rule every syscall exactly
+/// as the native policy does.
+#[test]
+fn every_syscall_number_is_refused_or_works_as_the_allowlist_says_in_a_zygote_child() {
+    require_root();
+    let policy = Policy::native();
+    let state = tempfile::tempdir().unwrap();
+    let engine = Engine::start(EngineConfig {
+        shards: 1,
+        function_output: FunctionOutput::Inherit,
+        prepared_cgroups: 0,
+        sandbox: SandboxConfig {
+            state_dir: state.path().to_owned(),
+            ..SandboxConfig::default()
+        },
+        ..EngineConfig::default()
+    })
+    .expect("engine");
+    let mut config = FunctionConfig::new("sweep", sweep_code_dir(), "sweep");
+    config.memory_mb = 512;
+    config.timeout = Duration::from_secs(60);
+    engine.create_function(config).expect("create function");
+    let new_environment = |event: &[u8]| {
+        engine
+            .on_shard(0, |shard| {
+                let f = shard.function("sweep").unwrap();
+                shard.retire_idle(&f);
+                shard.housekeeping();
+            })
+            .unwrap();
+        engine
+            .invoke("sweep", event)
+            .expect("the invocation reaches the function")
+    };
+    // Until the zygote serves (a cheap event that the sweep refuses at once).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while new_environment(b"not an event").0.start != Start::Zygote {
+        assert!(Instant::now() < deadline, "no zygote start within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (outcome, body) = new_environment(policy.event().to_string().as_bytes());
+    assert_eq!(outcome.start, Start::Zygote);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(outcome.error, None, "the sweep function failed: {body}");
+    let report: Value = serde_json::from_str(&body).expect("a JSON report");
+    let (unexpected, summary) = policy.check(&report);
+    eprintln!("seccomp sweep (zygote child): {summary}");
+    assert_none_unexpected("zygote child", &unexpected);
 }
 
 /// The same sweep in ROOTLESS mode: `hearth-sandbox-helper invoke`, run as uid/gid 65534, puts

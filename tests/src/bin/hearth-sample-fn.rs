@@ -57,6 +57,12 @@ fn main() {
         }),
         _ => {}
     }
+    if std::env::var_os("SAMPLE_HANG_AS_ZYGOTE").is_some() && channel_is_socket() {
+        // A zygote whose Init never ends (the same function started from nothing serves).
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     serve(move |event| match handler.as_str() {
         "echo" => Ok(event.to_vec()),
         "sleep" => {
@@ -179,6 +185,14 @@ fn main() {
             format!("no sample handler named {other}"),
         )),
     })
+}
+
+/// Whether fd 3 is a socket: this process was started as a zygote.
+fn channel_is_socket() -> bool {
+    // SAFETY: an all-zero stat is a valid value of the plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the local buffer.
+    unsafe { libc::fstat(3, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK }
 }
 
 /// Maps the channel a second time, behind the runtime's back, to write into it.

@@ -92,6 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         loopback: false,
         runtime_dir: None,
         layers: &[],
+        zygote: false,
     })?;
     let (_, answer) = hearth_tests::invoke_environment(&mut channel, &mut environment, b"{}")?;
     if mode == "hold" {
@@ -137,6 +138,7 @@ fn spawn_live(
         loopback: false,
         runtime_dir: None,
         layers: &[],
+        zygote: false,
     })?;
     Ok(Live { channel, env })
 }
@@ -364,6 +366,7 @@ fn invoke(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
         loopback: false,
         runtime_dir: None,
         layers: &[],
+        zygote: false,
     })?;
     channel.submit(&event, &hearth_ipc::RequestMeta::default())?;
     let mut live = Live {

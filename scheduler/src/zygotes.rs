@@ -1,0 +1,217 @@
+//! A shard's zygotes: at most one per function revision, started off the invoke path after
+//! the revision's first cold start, used for its later cold starts once ready (see
+//! `hearth-snapshot`).
+//!
+//! A zygote that fails (exits, breaks the protocol, stops answering, or is still initialising
+//! after the Init allowance) is killed; its function starts environments from nothing and
+//! gets a new zygote after a back-off that doubles with each failure in a row (1 s to 64 s).
+//! A function whose program does not support zygote mode (it exits at once) thus costs one
+//! extra start per back-off period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_sandbox::{Environment, ExitStatus, Sandbox};
+use hearth_snapshot::{ChildSpec, ForkError, Zygote, ZygoteState};
+
+use crate::logs::Capture;
+use crate::registry::{Function, Registry};
+
+/// How long a zygote may take to become ready (its Init), as an environment's Init may.
+const READY_LIMIT: Duration = Duration::from_secs(10);
+/// How long an exit status report may lag behind the exit.
+const STATUS_WAIT: Duration = Duration::from_millis(20);
+/// Zygotes started per maintenance pass.
+const STARTS_PER_PASS: usize = 2;
+
+#[derive(Debug)]
+struct Entry {
+    function: Arc<Function>,
+    zygote: Zygote,
+    /// What the zygote prints (its Init's output), moved to the function's log.
+    capture: Option<Capture>,
+}
+
+/// When a function may get its next zygote.
+#[derive(Debug, Clone, Copy)]
+struct BackOff {
+    failures: u32,
+    until: Instant,
+}
+
+/// The zygotes of one shard, by function revision id.
+#[derive(Debug, Default)]
+pub(crate) struct Zygotes {
+    live: HashMap<u64, Entry>,
+    /// Revisions that want a zygote started (the next maintenance pass does it).
+    wanted: Vec<Arc<Function>>,
+    backoff: HashMap<u64, BackOff>,
+}
+
+impl Zygotes {
+    /// Forks an environment from `function`'s zygote if it has a ready one. `None`: it has
+    /// none (one is asked for); `Some(Err)`: the zygote failed and was discarded.
+    pub(crate) fn fork(
+        &mut self,
+        sandbox: &Sandbox,
+        function: &Arc<Function>,
+        child: &ChildSpec<'_>,
+    ) -> Option<Result<(Environment, u64), ForkError>> {
+        let id = function.id();
+        let Some(entry) = self.live.get_mut(&id) else {
+            if !self.wanted.iter().any(|f| f.id() == id) {
+                self.wanted.push(function.clone());
+            }
+            return None;
+        };
+        match entry.zygote.poll() {
+            ZygoteState::Ready => {}
+            ZygoteState::Starting => return None,
+            ZygoteState::Broken(why) => {
+                let why = why.clone();
+                self.discard(id, &why);
+                return Some(Err(ForkError::Broken(why)));
+            }
+        }
+        let forked = entry.zygote.fork(sandbox, child);
+        match &forked {
+            Ok(_) => {
+                self.backoff.remove(&id);
+            }
+            Err(ForkError::Broken(why)) => {
+                let why = why.clone();
+                self.discard(id, &why);
+            }
+            Err(_) => {}
+        }
+        Some(forked)
+    }
+
+    /// The exit status `function`'s zygote reported for its child `pid`.
+    pub(crate) fn exit_status(&mut self, function_id: u64, pid: u64) -> Option<ExitStatus> {
+        self.live
+            .get_mut(&function_id)?
+            .zygote
+            .exit_status(pid, STATUS_WAIT)
+    }
+
+    /// Kills a failed zygote and backs off before the next.
+    fn discard(&mut self, id: u64, why: &str) {
+        if let Some(entry) = self.live.remove(&id) {
+            let failures = self.backoff.get(&id).map_or(0, |b| b.failures) + 1;
+            let delay = Duration::from_secs(1 << (failures - 1).min(6));
+            tracing::warn!(
+                function = entry.function.name(),
+                version = entry.function.version(),
+                error = why,
+                retry_in = ?delay,
+                "zygote discarded; environments start from nothing meanwhile"
+            );
+            self.backoff.insert(
+                id,
+                BackOff {
+                    failures,
+                    until: Instant::now() + delay,
+                },
+            );
+        }
+    }
+
+    /// Housekeeping: drops zygotes of outdated revisions and failed ones, and hands what each
+    /// printed (its Init's output) to `log`.
+    pub(crate) fn maintain(
+        &mut self,
+        registry: &Registry,
+        mut log: impl FnMut(&str, &mut Capture),
+    ) {
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        self.live
+            .retain(|_, entry| registry.is_current(entry.function.name(), entry.function.id()));
+        for (&id, entry) in &mut self.live {
+            if let Some(capture) = entry.capture.as_mut() {
+                log(entry.function.name(), capture);
+            }
+            let state = entry.zygote.poll().clone();
+            match state {
+                ZygoteState::Broken(why) => failed.push((id, why)),
+                ZygoteState::Starting if now - entry.zygote.started() > READY_LIMIT => {
+                    failed.push((id, format!("not ready after {READY_LIMIT:?}")));
+                }
+                _ => {}
+            }
+        }
+        for (id, why) in failed {
+            self.discard(id, &why);
+        }
+    }
+
+    /// Takes the revisions that want a zygote now (at most a few per pass, none in back-off
+    /// or outdated).
+    pub(crate) fn take_wanted(&mut self, registry: &Registry) -> Vec<Arc<Function>> {
+        let now = Instant::now();
+        let backoff = &self.backoff;
+        let live = &self.live;
+        self.wanted
+            .retain(|f| registry.is_current(f.name(), f.id()) && !live.contains_key(&f.id()));
+        let mut ready = Vec::new();
+        self.wanted.retain(|f| {
+            let waiting = backoff.get(&f.id()).is_some_and(|b| now < b.until);
+            if waiting || ready.len() == STARTS_PER_PASS {
+                return true;
+            }
+            ready.push(f.clone());
+            false
+        });
+        ready
+    }
+
+    /// Records a started zygote.
+    pub(crate) fn insert(
+        &mut self,
+        function: Arc<Function>,
+        zygote: Zygote,
+        capture: Option<Capture>,
+    ) {
+        self.live.insert(
+            function.id(),
+            Entry {
+                function,
+                zygote,
+                capture,
+            },
+        );
+    }
+
+    /// A zygote could not even be started: back off as for a failed one.
+    pub(crate) fn start_failed(&mut self, function: &Function, why: &str) {
+        let failures = self.backoff.get(&function.id()).map_or(0, |b| b.failures) + 1;
+        tracing::warn!(
+            function = function.name(),
+            error = why,
+            "could not start a zygote"
+        );
+        self.backoff.insert(
+            function.id(),
+            BackOff {
+                failures,
+                until: Instant::now() + Duration::from_secs(1 << (failures - 1).min(6)),
+            },
+        );
+    }
+
+    /// Pids of the zygote processes.
+    pub(crate) fn pids(&mut self) -> Vec<i32> {
+        self.live
+            .values_mut()
+            .map(|e| e.zygote.process().pid())
+            .collect()
+    }
+
+    /// Kills every zygote (and so every environment forked from one).
+    pub(crate) fn clear(&mut self) {
+        self.live.clear();
+        self.wanted.clear();
+    }
+}

@@ -1,0 +1,453 @@
+//! Tier 2 (root): environments forked by a zygote (hearth-snapshot), probed from the inside.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hearth_ipc::{HostChannel, ResponseStatus};
+use hearth_sandbox::{EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState};
+use hearth_snapshot::{ChildSpec, Zygote, ZygoteState};
+use serde_json::Value;
+
+use hearth_tests::{invoke_environment as invoke, require_root};
+
+struct Fixture {
+    _state: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+fn fixture() -> Fixture {
+    require_root();
+    let state = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig {
+        state_dir: state.path().to_owned(),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    Fixture {
+        _state: state,
+        sandbox,
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 128 << 20,
+        pids: 64,
+        cpu_weight: 100,
+    }
+}
+
+/// Starts the sample function with `handler` as a zygote and waits until it is ready.
+fn zygote(f: &Fixture, handler: &str) -> Zygote {
+    let env = vec![
+        ("_HANDLER".to_owned(), handler.to_owned()),
+        ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
+        ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+    ];
+    let unused = HostChannel::create().unwrap();
+    let mut zygote = Zygote::start(
+        &f.sandbox,
+        &EnvSpec {
+            code_dir: hearth_tests::sample_code_dir(),
+            command: "/var/task/bootstrap",
+            args: &[],
+            env: &env,
+            channel: unused.guest_fd(),
+            stdout: None,
+            stderr: Some(std::io::stderr().as_fd()),
+            limits: limits(),
+            tmp_bytes: 16 << 20,
+            cpus: None,
+            loopback: false,
+            runtime_dir: None,
+            layers: &[],
+            zygote: true,
+        },
+    )
+    .expect("zygote starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match zygote.poll() {
+            ZygoteState::Ready => return zygote,
+            ZygoteState::Broken(why) => panic!("zygote broken: {why}"),
+            ZygoteState::Starting => {}
+        }
+        if let SetupState::Failed(failure) = zygote.process().poll_setup() {
+            panic!("zygote setup failed: {failure}");
+        }
+        assert!(Instant::now() < deadline, "zygote not ready within 10 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn fork(f: &Fixture, zygote: &mut Zygote, channel: &HostChannel) -> (Environment, u64) {
+    let stderr = std::io::stderr();
+    zygote
+        .fork(
+            &f.sandbox,
+            &ChildSpec {
+                channel: channel.guest_fd(),
+                stdout: Some(stderr.as_fd()),
+                stderr: Some(stderr.as_fd()),
+                limits: limits(),
+                tmp_bytes: 16 << 20,
+            },
+        )
+        .expect("fork")
+}
+
+#[test]
+fn forked_environments_are_isolated_like_any_environment() {
+    let f = fixture();
+    let mut zygote = zygote(&f, "probe");
+    let mut reports = Vec::new();
+    let mut envs = Vec::new();
+    for _ in 0..2 {
+        let mut channel = HostChannel::create().unwrap();
+        let (mut env, _) = fork(&f, &mut zygote, &channel);
+        let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
+        assert_eq!(status, ResponseStatus::Ok);
+        let report: Value = serde_json::from_slice(&body).unwrap();
+        reports.push(report);
+        envs.push((env, channel));
+    }
+    for report in &reports {
+        eprintln!("{}", serde_json::to_string_pretty(report).unwrap());
+        assert_eq!(report["uid"], 65534);
+        assert_eq!(report["pid"], 1, "first process of its own pid namespace");
+        assert_eq!(report["pids"], serde_json::json!(["1"]), "sees only itself");
+        assert_eq!(report["hostname"], "hearth");
+        for caps in ["cap_eff", "cap_prm", "cap_bnd", "cap_amb"] {
+            assert_eq!(report[caps], "0000000000000000", "{caps}");
+        }
+        assert_eq!(report["no_new_privs"], "1");
+        assert_eq!(report["seccomp"], "2");
+        assert_eq!(report["sig_blk"], "0000000000000000", "no signal blocked");
+        assert_eq!(
+            report["sig_ign"], "0000000000001000",
+            "only SIGPIPE ignored"
+        );
+        let mut fds: Vec<String> = serde_json::from_value(report["fds"].clone()).unwrap();
+        fds.sort();
+        assert_eq!(fds, ["0", "1", "2", "3"], "only stdio is inherited");
+        let sys = &report["syscalls"];
+        for denied in [
+            "mount",
+            "unshare",
+            "io_uring_setup",
+            "setns",
+            "chroot",
+            "ptrace",
+            "bpf",
+            "keyctl",
+            "perf_event_open",
+            "userfaultfd",
+            "clone_newns",
+        ] {
+            assert_eq!(sys[denied], libc::EPERM, "{denied} must fail with EPERM");
+        }
+        assert_eq!(sys["socket_netlink"], libc::ENOSYS);
+        let paths = &report["paths"];
+        assert_eq!(paths["write_root"], libc::EROFS);
+        assert_eq!(paths["write_task"], libc::EROFS);
+        assert_eq!(paths["write_usr"], libc::EROFS);
+        assert_eq!(paths["write_tmp"], "ok");
+        // Each child has its own /tmp: the directory the first made is not there for the
+        // second.
+        assert_eq!(paths["mkdir_tmp"], "ok");
+        assert_eq!(paths["read_host_os_release"], libc::ENOENT);
+        assert_ne!(paths["write_proc_sysrq"], "ok");
+        assert!(
+            report["cgroup"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .all(|l| l.ends_with(":/")),
+            "cgroup namespace rooted at its own cgroup: {}",
+            report["cgroup"]
+        );
+    }
+    // Each child is in its own cgroup, which holds it and nothing else.
+    let mut cgroups = Vec::new();
+    for (env, _) in &envs {
+        let cgroup = env.cgroup_path().unwrap().to_owned();
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), env.pid().to_string(), "{}", cgroup.display());
+        cgroups.push(cgroup);
+    }
+    assert_ne!(cgroups[0], cgroups[1]);
+    let pids: Vec<i32> = envs.iter().map(|(e, _)| e.pid()).collect();
+    drop(envs);
+    // Killed, and reaped by the zygote (not hearth's children).
+    for pid in pids {
+        wait_gone(pid);
+    }
+    let zygote_pid = zygote.process().pid();
+    drop(zygote);
+    wait_gone(zygote_pid);
+}
+
+/// Waits up to 2 s for process `pid` to be gone (exited and reaped).
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "process {pid} still there");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
+    use hearth_ipc::zygote::{self as protocol, ChildStep, Kind, Message};
+    use hearth_ipc::RequestMeta;
+    use std::os::fd::AsRawFd;
+    let f = fixture();
+    // Drive the zygote's protocol directly, as a hostile or buggy scheduler would.
+    let (control, theirs) = protocol::socket_pair().unwrap();
+    let env = vec![
+        ("_HANDLER".to_owned(), "echo".to_owned()),
+        ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
+    ];
+    let mut process = f
+        .sandbox
+        .spawn(&EnvSpec {
+            code_dir: hearth_tests::sample_code_dir(),
+            command: "/var/task/bootstrap",
+            args: &[],
+            env: &env,
+            channel: theirs.as_fd(),
+            stdout: None,
+            stderr: Some(std::io::stderr().as_fd()),
+            limits: limits(),
+            tmp_bytes: 16 << 20,
+            cpus: None,
+            loopback: false,
+            runtime_dir: None,
+            layers: &[],
+            zygote: true,
+        })
+        .unwrap();
+    drop(theirs);
+    let mut fds = Vec::new();
+    assert_eq!(
+        protocol::recv(&control, &mut fds, false)
+            .unwrap()
+            .map(|m| m.kind),
+        Some(Kind::Ready)
+    );
+    // Too few descriptors: ignored, no child.
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    protocol::send(
+        control.as_fd(),
+        &Message::new(Kind::Fork, 1, 1 << 20, 0),
+        &[devnull.as_raw_fd()],
+    )
+    .unwrap();
+    // A "cgroup.procs" the child cannot write (open read-only): the child must stop there.
+    let mut channel = HostChannel::create().unwrap();
+    channel
+        .submit(b"function code ran", &RequestMeta::default())
+        .unwrap();
+    let (errors, error_write) = hearth_sandbox::setup_error_pipe().unwrap();
+    let not_writable = std::fs::File::open("/dev/null").unwrap();
+    protocol::send(
+        control.as_fd(),
+        &Message::new(Kind::Fork, 2, 1 << 20, 0),
+        &[
+            channel.guest_fd().as_raw_fd(),
+            devnull.as_raw_fd(),
+            devnull.as_raw_fd(),
+            error_write.as_raw_fd(),
+            not_writable.as_raw_fd(),
+        ],
+    )
+    .unwrap();
+    drop(error_write);
+    fds.clear();
+    let forked = protocol::recv(&control, &mut fds, false).unwrap().unwrap();
+    assert_eq!((forked.kind, forked.a, forked.c), (Kind::Forked, 2, 0));
+    let mut child = Environment::adopt(fds.pop().unwrap(), errors, None);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failure = loop {
+        if let SetupState::Failed(failure) = child.poll_setup() {
+            break failure;
+        }
+        assert!(Instant::now() < deadline, "no setup failure reported");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(
+        failure.step as u32,
+        ChildStep::JoinCgroup as u32,
+        "{failure}"
+    );
+    assert_eq!(failure.errno, libc::EBADF);
+    // It exited with 127, as the zygote reports, and never answered the request.
+    let exited = protocol::recv(&control, &mut fds, false).unwrap().unwrap();
+    assert_eq!(exited.kind, Kind::Exited);
+    assert_eq!(exited.b, forked.b);
+    assert_eq!(protocol::decode_status(exited.c), Ok(127));
+    let mut out = Vec::new();
+    assert!(
+        channel.poll(&mut out).unwrap().is_none(),
+        "function code ran"
+    );
+    // The zygote goes on serving.
+    assert!(process.try_wait().unwrap().is_none());
+    process.kill();
+}
+
+// ----- through the engine -------------------------------------------------------------------
+
+mod engine {
+    use std::time::{Duration, Instant};
+
+    use hearth_scheduler::{
+        Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, SandboxConfig, Start,
+    };
+    use hearth_tests::{process_exists, require_root, sample_code_dir};
+
+    struct Fixture {
+        engine: Engine,
+        _state: tempfile::TempDir,
+    }
+
+    fn fixture(name: &str, tune: impl FnOnce(&mut FunctionConfig)) -> Fixture {
+        require_root();
+        let state = tempfile::tempdir().unwrap();
+        let engine = Engine::start(EngineConfig {
+            shards: 1,
+            function_output: FunctionOutput::Discard,
+            sandbox: SandboxConfig {
+                state_dir: state.path().to_owned(),
+                ..SandboxConfig::default()
+            },
+            ..EngineConfig::default()
+        })
+        .expect("engine");
+        let mut config = FunctionConfig::new(name, sample_code_dir(), "echo");
+        tune(&mut config);
+        engine.create_function(config).unwrap();
+        Fixture {
+            engine,
+            _state: state,
+        }
+    }
+
+    impl Fixture {
+        /// Invokes `name` in a new environment (its idle ones are retired first).
+        fn invoke_new(&self, name: &str, payload: &[u8]) -> (hearth_scheduler::Outcome, Vec<u8>) {
+            let owned = name.to_owned();
+            self.engine
+                .on_shard(0, move |shard| {
+                    let function = shard.function(&owned).unwrap();
+                    shard.retire_idle(&function);
+                    shard.housekeeping();
+                })
+                .unwrap();
+            self.engine.invoke(name, payload).expect("invocation")
+        }
+
+        /// New environments until one is forked from the zygote (10 s at most).
+        fn until_zygote(&self, name: &str) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.invoke_new(name, b"x").0.start != Start::Zygote {
+                assert!(Instant::now() < deadline, "no zygote start within 10 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn zygote_pids(&self) -> Vec<i32> {
+            self.engine
+                .on_shard(0, |shard| shard.zygote_pids())
+                .unwrap()
+        }
+    }
+
+    #[test]
+    fn cold_starts_fork_from_the_zygote_and_exits_keep_their_status() {
+        let f = fixture("z", |c| c.handler = "exit".into());
+        // "exit" with a number exits with it; anything else is an InvalidEvent error.
+        f.until_zygote("z");
+        let (outcome, body) = f.invoke_new("z", b"7");
+        assert_eq!(outcome.start, Start::Zygote);
+        assert!(
+            matches!(outcome.error, Some(FunctionError::ExitError(_))),
+            "{outcome:?}"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            doc["errorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("Runtime exited with error: exit status 7"),
+            "{doc}"
+        );
+        let stats = f.engine.stats();
+        assert!(stats[0].zygote >= 1 && stats[0].cold >= 1, "{stats:?}");
+    }
+
+    #[test]
+    fn a_killed_zygote_is_replaced_and_no_invocation_is_lost() {
+        let f = fixture("z", |_| {});
+        f.until_zygote("z");
+        let old = f.zygote_pids();
+        assert_eq!(old.len(), 1);
+        // SAFETY: kill with integer arguments.
+        unsafe { libc::kill(old[0], libc::SIGKILL) };
+        for i in 0..5 {
+            let payload = format!("after {i}");
+            let (outcome, body) = f.invoke_new("z", payload.as_bytes());
+            assert!(outcome.error.is_none(), "{outcome:?}");
+            assert_eq!(body, payload.as_bytes());
+        }
+        // A new zygote serves again.
+        f.until_zygote("z");
+        let new = f.zygote_pids();
+        assert!(new.len() == 1 && new != old, "{old:?} -> {new:?}");
+        assert!(!process_exists(old[0]));
+    }
+
+    #[test]
+    fn a_zygote_that_stops_answering_is_killed_and_cold_starts_go_on() {
+        let f = fixture("z", |_| {});
+        f.until_zygote("z");
+        let pid = f.zygote_pids()[0];
+        // Stopped between requests: it cannot answer the next fork.
+        // SAFETY: kill with integer arguments.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let t = Instant::now();
+        let (outcome, body) = f.invoke_new("z", b"still served");
+        assert_eq!(
+            (outcome.start, body.as_slice()),
+            (Start::Cold, &b"still served"[..])
+        );
+        assert!(outcome.error.is_none());
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while process_exists(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the stopped zygote was not killed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_zygote_that_hangs_in_init_never_delays_a_cold_start() {
+        let f = fixture("z", |c| {
+            c.environment
+                .push(("SAMPLE_HANG_AS_ZYGOTE".into(), "1".into()));
+        });
+        for i in 0..5 {
+            let payload = format!("cold {i}");
+            let (outcome, body) = f.invoke_new("z", payload.as_bytes());
+            assert_eq!(outcome.start, Start::Cold);
+            assert_eq!(body, payload.as_bytes());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(f.zygote_pids().len(), 1, "the zygote is still initialising");
+        assert_eq!(f.engine.stats()[0].zygote, 0);
+    }
+}
