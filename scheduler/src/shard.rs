@@ -131,11 +131,15 @@ pub struct Completion {
 pub struct ShardStats {
     /// Invocations served by a warm environment.
     pub warm: u64,
+    /// Invocations that were the first of an environment started ahead of demand
+    /// (provisioned concurrency).
+    pub pool: u64,
     /// Invocations queued behind another one.
     pub queued: u64,
-    /// Environments started from nothing.
+    /// Environments started from nothing (each served a cold invocation, or was started ahead
+    /// of demand).
     pub cold: u64,
-    /// Environments forked from a zygote.
+    /// Environments forked from a zygote (likewise).
     pub zygote: u64,
     /// Invocations refused by admission control.
     pub throttled: u64,
@@ -644,7 +648,8 @@ impl Shard {
                     env.used_since_maintenance = true;
                     let first = env.inflight.len() == 1;
                     match start {
-                        Start::Warm | Start::Pool => self.stats.warm += 1,
+                        Start::Warm => self.stats.warm += 1,
+                        Start::Pool => self.stats.pool += 1,
                         Start::Queued => self.stats.queued += 1,
                         Start::Cold | Start::Zygote => {}
                     }

@@ -259,7 +259,12 @@ fn a_stdout_flood_is_capped_in_the_log_and_does_not_grow_the_daemon() {
 #[test]
 fn a_timeout_kills_double_forked_and_setsid_processes_too() {
     let f = fixture();
-    f.function("orphans", "orphans", |c| c.timeout = Duration::from_secs(1));
+    // An environment started from nothing (its zygote would be one more process of the
+    // function; environments forked from one: tests/tests/zygote.rs).
+    f.function("orphans", "orphans", |c| {
+        c.timeout = Duration::from_secs(1);
+        c.zygote = false;
+    });
     let watcher = std::thread::spawn(|| {
         // The most processes seen while the function ran: it and 4 reparented sleepers.
         let deadline = Instant::now() + Duration::from_millis(900);

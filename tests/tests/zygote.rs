@@ -435,6 +435,33 @@ mod engine {
     }
 
     #[test]
+    fn a_timeout_kills_everything_a_forked_environment_started() {
+        let f = fixture("orphans", |c| {
+            c.handler = "orphans".into();
+            c.timeout = Duration::from_secs(1);
+        });
+        // Each call forks four setsid'd, reparented sleepers, then hangs until its timeout.
+        f.until_zygote("orphans");
+        let zygote = f.zygote_pids();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left: Vec<i32> = hearth_tests::function_pids("orphans")
+                .into_iter()
+                .filter(|p| !zygote.contains(p))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "outlived their environment: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(process_exists(zygote[0]), "the zygote serves on");
+    }
+
+    #[test]
     fn a_zygote_that_hangs_in_init_never_delays_a_cold_start() {
         let f = fixture("z", |c| {
             c.environment
