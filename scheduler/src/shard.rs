@@ -70,6 +70,9 @@ const CAPTURE_CHECK: Duration = Duration::from_millis(5);
 /// Tasks (processes and threads) per environment, as in Lambda.
 const PIDS_PER_ENV: u64 = 1024;
 
+/// New channels a shard keeps made for its next cold starts.
+const SPARE_CHANNELS: usize = 2;
+
 /// How the environment that served an invocation was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -273,6 +276,8 @@ pub struct Shard {
     record: Vec<u8>,
     /// Zygotes of this shard's native functions.
     zygotes: Zygotes,
+    /// New channels made ahead of cold starts ([`SPARE_CHANNELS`]).
+    spare_channels: Vec<HostChannel>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -364,6 +369,7 @@ impl Shard {
             output: Vec::new(),
             record: Vec::new(),
             zygotes: Zygotes::default(),
+            spare_channels: Vec::new(),
         };
         if let Some(fd) = &shard.mailbox {
             // SAFETY of lifetimes: the eventfd is owned by the shard and outlives its ring.
@@ -751,7 +757,11 @@ impl Shard {
                 config.name
             ))
         };
-        let channel = HostChannel::create().map_err(|e| service("channel", &e))?;
+        // Channels made ahead in housekeeping (a memfd, its size and mapping: tens of µs).
+        let channel = match self.spare_channels.pop() {
+            Some(channel) => channel,
+            None => HostChannel::create().map_err(|e| service("channel", &e))?,
+        };
         let local = self.local_cpus.is_some()
             && (!self.busy.is_empty() || self.concurrent_lately(Instant::now()));
         let capture = match self.shared.config.function_output {
@@ -876,6 +886,16 @@ impl Shard {
         });
         self.pools.entry(function.id()).or_default();
         Ok((key, start))
+    }
+
+    /// Makes channels for the next cold starts (housekeeping, off the invoke path).
+    fn refill_channels(&mut self) {
+        while self.spare_channels.len() < SPARE_CHANNELS {
+            match HostChannel::create() {
+                Ok(channel) => self.spare_channels.push(channel),
+                Err(_) => return,
+            }
+        }
     }
 
     /// Starts the zygotes cold starts asked for (housekeeping, off the invoke path).
@@ -1571,6 +1591,7 @@ impl Shard {
     /// Idle-time work on the shard thread: housekeeping and refilling the cgroups kept ready.
     pub(crate) fn idle(&mut self) {
         self.maintain();
+        self.refill_channels();
         self.start_zygotes();
         self.provision();
         let _ = self
@@ -1602,6 +1623,7 @@ impl Shard {
     /// it between measurements.
     pub fn housekeeping(&mut self) {
         self.maintain();
+        self.refill_channels();
         self.start_zygotes();
         self.provision();
         let _ = self

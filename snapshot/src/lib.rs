@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use hearth_ipc::zygote::{self as protocol, Kind, Message};
 use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, Sandbox, SpawnError};
 
+/// How long the scheduler spins for a fork's answer before it sleeps.
+pub const FORK_SPIN: Duration = Duration::from_micros(300);
+
 /// How long a fork may take before the zygote is considered hung.
 pub const FORK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -209,13 +212,24 @@ impl Zygote {
         Ok((Environment::adopt(pidfd, errors, cgroup), pid))
     }
 
-    /// Waits for the `Forked` answer to the latest request.
+    /// Waits for the `Forked` answer to the latest request: spinning first for
+    /// [`FORK_SPIN`] (a fork takes about that long, and being woken from sleep would add an
+    /// inter-processor wake-up), then sleeping.
     fn await_forked(&mut self) -> Result<(u64, OwnedFd), ForkError> {
-        let deadline = Instant::now() + FORK_TIMEOUT;
+        let began = Instant::now();
+        let deadline = began + FORK_TIMEOUT;
         let mut fds = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match protocol::wait_readable(self.control.as_fd(), left) {
+            let spinning = began.elapsed() < FORK_SPIN;
+            let ready = if spinning {
+                std::hint::spin_loop();
+                protocol::wait_readable(self.control.as_fd(), Duration::ZERO)
+            } else {
+                protocol::wait_readable(self.control.as_fd(), left)
+            };
+            match ready {
+                Ok(false) if spinning => continue,
                 Ok(true) => {}
                 Ok(false) if left.is_zero() => {
                     return Err(self.broken(format!(
