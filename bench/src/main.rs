@@ -49,7 +49,10 @@ const SCENARIOS: &[&str] = &[
     "warm.python",
     "warm.awslambdaric",
     "cold.runtime_api",
-    "cold.python",
+    "cold.python.exec",
+    "cold.python.zygote",
+    "cold.python.zygote.heap64",
+    "cold.python.zygote.heap256",
     "mem.idle_env",
     "noisy.victim",
     "timeout.kill",
@@ -167,6 +170,7 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
     let mut warm_native_p50 = None;
     let mut cold_native_p50 = None;
     let mut cold_zygote_p50 = None;
+    let mut cold_python_p50 = None;
     let mut daemon: Option<http::Daemon> = None;
     let mut abuse: Option<containment::Containment> = None;
     let load_time = Duration::from_secs(if quick { 2 } else { 6 });
@@ -250,8 +254,14 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 }
                 (lat, elapsed, extra)
             }
-            runtime_scenario @ ("warm.runtime_api" | "warm.python" | "warm.awslambdaric"
-            | "cold.runtime_api" | "cold.python") => {
+            runtime_scenario @ ("warm.runtime_api"
+            | "warm.python"
+            | "warm.awslambdaric"
+            | "cold.runtime_api"
+            | "cold.python.exec"
+            | "cold.python.zygote"
+            | "cold.python.zygote.heap64"
+            | "cold.python.zygote.heap256") => {
                 if !sys::is_root() {
                     anyhow::bail!("{runtime_scenario} starts real environments and needs root");
                 }
@@ -264,7 +274,26 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                     "warm.python" => runtimes::warm(rb, "py", n(10_000, 2_000))?,
                     "warm.awslambdaric" => runtimes::warm(rb, "ric", n(10_000, 2_000))?,
                     "cold.runtime_api" => runtimes::cold(rb, "rapi-cold", n(200, 50))?,
-                    _ => runtimes::cold(rb, "py-cold", n(100, 30))?,
+                    "cold.python.exec" => {
+                        let result = runtimes::cold(rb, "py-cold", n(100, 30))?;
+                        cold_python_p50 = Some(result.0.quantile_us(0.5));
+                        result
+                    }
+                    zygote => {
+                        let [(small, _), (mid, _), (big, _)] = runtimes::ZYGOTE_HEAPS;
+                        let (name, heap) = match zygote {
+                            "cold.python.zygote" => (small, 0),
+                            "cold.python.zygote.heap64" => (mid, 64),
+                            _ => (big, 256),
+                        };
+                        let (lat, elapsed, mut extra) =
+                            runtimes::cold_zygote(rb, name, heap, n(500, 100))?;
+                        if let Some(exec) = cold_python_p50 {
+                            extra["vs_cold_python_exec_p50"] =
+                                json!(report::round2(lat.quantile_us(0.5) / exec));
+                        }
+                        (lat, elapsed, extra)
+                    }
                 };
                 if let Some(native) = warm_native_p50 {
                     extra["vs_warm_native_p50"] =

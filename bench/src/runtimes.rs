@@ -103,6 +103,21 @@ impl RuntimeBench {
             0o644,
         )])?;
         let custom = code_dir(&[("bootstrap", &std::fs::read(&rapi)?, 0o755)])?;
+        // Handlers whose import builds an in-memory table of HEAP_MB MiB (every page written):
+        // the zygote's memory, which each fork has to map again.
+        let heavy = code_dir(&[(
+            "heavy.py",
+            b"import os
+MB = int(os.environ.get('HEAP_MB', '0'))
+TABLE = bytearray(MB << 20)
+for i in range(0, len(TABLE), 4096):
+    TABLE[i] = 1
+
+def handler(event, context):
+    return event
+",
+            0o644,
+        )])?;
         let ric = ric_code()?;
         let function = |name: &str, dir: &Path, handler: &str, command: &str, args: &[&str]| {
             let mut config = FunctionConfig::new(name, dir, handler);
@@ -126,6 +141,16 @@ impl RuntimeBench {
             PYTHON,
             &py_args,
         ))?;
+        // Forked from a zygote: a managed runtime name makes them zygote-capable.
+        for (name, heap_mb) in ZYGOTE_HEAPS {
+            let mut config = function(name, heavy.path(), "heavy.handler", PYTHON, &py_args);
+            config.runtime = "python3.11".into();
+            config.memory_mb = 1024;
+            config
+                .environment
+                .push(("HEAP_MB".into(), heap_mb.to_string()));
+            engine.create_function(config)?;
+        }
         engine.create_function(function(
             "rapi",
             custom.path(),
@@ -149,7 +174,7 @@ impl RuntimeBench {
         ))?;
         Ok(Self {
             engine,
-            _code: vec![python, custom, ric],
+            _code: vec![python, custom, ric, heavy],
         })
     }
 
@@ -189,6 +214,46 @@ pub fn cold(
         let f = function(shard, name)?;
         let (lat, busy) = scenarios::cold_loop(shard, &f, (EVENT, Start::Cold), n, echoed)?;
         Ok((lat, busy, json!({ "function": name, "includes": "own network namespace + hearth-init + runtime start + Init" })))
+    })?
+}
+
+/// The Python functions forked from a zygote, with the MiB their import writes.
+pub const ZYGOTE_HEAPS: [(&str, u32); 3] = [
+    ("py-zygote", 0),
+    ("py-zygote-64", 64),
+    ("py-zygote-256", 256),
+];
+
+/// Cold starts of Python function `name` forked from its zygote (waits up to 20 s for the
+/// zygote its first cold start asks for).
+pub fn cold_zygote(
+    bench: &RuntimeBench,
+    name: &'static str,
+    heap_mb: u32,
+    n: u64,
+) -> Result<(Latencies, Duration, Value)> {
+    bench.engine.on_shard(0, move |shard| {
+        let f = function(shard, name)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut out = Vec::new();
+        loop {
+            shard.housekeeping();
+            let outcome = shard.invoke_into(&f, EVENT, &mut out)?;
+            shard.retire_idle(&f);
+            if outcome.start == Start::Zygote {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the zygote of {name} was not ready within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (lat, busy) = scenarios::cold_loop(shard, &f, (EVENT, Start::Zygote), n, echoed)?;
+        Ok((lat, busy, json!({
+            "function": name,
+            "zygote_heap_mb": heap_mb,
+            "includes": "fork of the initialised interpreter into new namespaces, cgroup, /tmp, /proc, landlock, seccomp; then the invocation over the channel",
+        })))
     })?
 }
 

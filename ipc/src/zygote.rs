@@ -178,6 +178,8 @@ pub enum ChildStep {
     LandlockRestrict = 37,
     /// Loading the native seccomp program.
     Seccomp = 39,
+    /// Creating the mount, ipc and uts namespaces (a child forked through libc).
+    EnterNamespaces = 41,
 }
 
 #[cfg(test)]

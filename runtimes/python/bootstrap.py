@@ -14,16 +14,26 @@ existing Lambda Python code runs unchanged:
   ``[LEVEL]\\t<time>Z\\t<request id>\\t<message>`` lines, and both streams are flushed before
   every POST so the output is in the log before the invoker sees the result.
 
+As a **zygote** (hearth passes a socket instead of a channel at ``HEARTH_CHANNEL_FD``), it
+imports the handler once, then forks a new environment with ``os.fork`` each time hearth asks,
+through ``libhearth_runtime.so`` (ctypes; see runtimes/src/ffi.rs); each child reads its
+invocations from hearth's shared-memory channel and answers there, with the same handler
+semantics (no HTTP). A failed import ends the zygote: hearth then starts environments from
+nothing, which report the error as above.
+
 Standard library only; runs on Python 3.8 and later.
 """
 
+import ctypes
 import decimal
+import gc
 import http.client
 import importlib
 import json
 import logging
 import os
 import re
+import stat
 import sys
 import time
 import traceback
@@ -180,6 +190,104 @@ class RuntimeClient:
 # ---------------------------------------------------------------------------------------------
 # Output and logging
 # ---------------------------------------------------------------------------------------------
+
+
+class _Invocation(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint64),
+        ("deadline_ms", ctypes.c_uint64),
+        ("request_id", ctypes.c_char * 36),
+        ("payload", ctypes.c_void_p),
+        ("payload_len", ctypes.c_size_t),
+        ("context", ctypes.c_void_p),
+        ("context_len", ctypes.c_size_t),
+    ]
+
+
+class ChannelClient:
+    """hearth's shared-memory channel, in a child of a zygote: the same calls as
+    RuntimeClient, answered through libhearth_runtime.so."""
+
+    def __init__(self, lib, channel):
+        self.lib = lib
+        self.channel = channel
+        self.current = None
+        self.started = 0.0
+
+    def next_invocation(self):
+        invocation = _Invocation()
+        rc = self.lib.hearth_channel_next(self.channel, ctypes.byref(invocation))
+        if rc != 0:
+            raise RuntimeApiError("reading the channel: errno {}".format(-rc))
+        self.current = invocation.id
+        self.started = time.monotonic()
+        headers = {}
+        context = ctypes.string_at(invocation.context, invocation.context_len) if invocation.context_len else b""
+        for line in context.decode("utf-8", "replace").split("\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip()] = value.strip()
+        headers["Lambda-Runtime-Aws-Request-Id"] = invocation.request_id.decode("ascii")
+        headers["Lambda-Runtime-Deadline-Ms"] = str(invocation.deadline_ms)
+        body = ctypes.string_at(invocation.payload, invocation.payload_len) if invocation.payload_len else b""
+        return headers, body
+
+    def _respond(self, status, body):
+        flush_output()
+        run_us = int((time.monotonic() - self.started) * 1e6)
+        rc = self.lib.hearth_channel_respond(self.channel, self.current, status, body, len(body), run_us)
+        if rc != 0:
+            raise RuntimeApiError("answering on the channel: errno {}".format(-rc))
+
+    def post_invocation_result(self, request_id, body, content_type):
+        self._respond(0, body)
+
+    def post_invocation_error(self, request_id, error_result):
+        self._respond(1, to_json(error_result))
+
+
+def zygote_library():
+    """libhearth_runtime.so when this process was started as a zygote, else None."""
+    try:
+        fd = int(os.environ.get("HEARTH_CHANNEL_FD", ""))
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return None
+    except (ValueError, OSError):
+        return None
+    lib = ctypes.CDLL(os.path.join(os.environ.get("LAMBDA_RUNTIME_DIR", "/var/runtime"), "libhearth_runtime.so"))
+    lib.hearth_zygote_child.restype = ctypes.c_void_p
+    lib.hearth_channel_next.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.hearth_channel_respond.argtypes = [
+        ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64,
+    ]
+    return lib, fd
+
+
+def become_environment(lib, fd):
+    """The zygote loop: returns only in a forked child, with its channel."""
+    # Everything Init created moves to the collector's permanent generation: collections in
+    # the children then never touch (and so never copy) the zygote's pages.
+    gc.collect()
+    gc.freeze()
+    rc = lib.hearth_zygote_start(fd)
+    if rc != 0:
+        write_stderr("hearth python runtime: cannot be a zygote: errno {}\n".format(-rc))
+        sys.exit(70)
+    while True:
+        rc = lib.hearth_zygote_next()
+        if rc == 1:
+            sys.exit(0)
+        if rc != 0:
+            write_stderr("hearth python runtime: zygote: errno {}\n".format(-rc))
+            sys.exit(70)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            lib.hearth_zygote_fork_failed(e.errno or 5)
+            continue
+        if pid == 0:
+            return ChannelClient(lib, lib.hearth_zygote_child())
+        lib.hearth_zygote_forked(pid)
 
 
 class Unbuffered:
@@ -494,12 +602,27 @@ def main():
     sys.stdout = Unbuffered(sys.stdout)
     sys.stderr = Unbuffered(sys.stderr)
 
+    zygote = zygote_library()
     api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
-    if not api:
+    if not api and zygote is None:
         write_stderr("hearth python runtime: AWS_LAMBDA_RUNTIME_API is not set\n")
         return 1
     set_sys_path(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"))
     setup_logging()
+    if zygote is not None:
+        try:
+            request_handler = load_handler(os.environ.get("_HANDLER", ""))
+        except Exception as e:
+            log_error(error_from_exception(e))
+            return 1
+        client = become_environment(*zygote)
+        try:
+            while True:
+                headers, body = client.next_invocation()
+                handle_invocation(client, request_handler, headers, body)
+        except RuntimeApiError as e:
+            write_stderr("hearth python runtime: {}\n".format(e))
+            return 2
     client = RuntimeClient(api)
 
     try:

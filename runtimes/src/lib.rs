@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ffi;
 pub mod init;
 mod zygote;
 

@@ -1,6 +1,7 @@
-//! Zygote mode of the native runtime: the function has run its Init (everything `main` did
-//! before calling [`crate::serve`]); instead of serving one channel, the process forks a new
-//! environment each time the scheduler asks, and each child serves its own channel.
+//! Zygote mode: the function has run its Init (everything `main` did before calling
+//! [`crate::serve`], or the Python bootstrap's import of the handler); instead of serving one
+//! channel, the process forks a new environment each time the scheduler asks, and each child
+//! serves its own channel.
 //!
 //! hearth starts a zygote like an environment, except that (see `hearth_sandbox::EnvSpec`'s
 //! `zygote`): fd 3 is a control socket (protocol: [`hearth_ipc::zygote`]), it runs in a user
@@ -8,16 +9,20 @@
 //! that also allows what a child's setup needs, without landlock; fd 5 holds the native seccomp
 //! program and fd 6 the landlock ruleset for its children.
 //!
-//! Each child, before any function code runs in it:
-//! 1. is created by `clone` in new pid, mount, ipc and uts namespaces (the zygote's hostname);
-//! 2. joins its cgroup by writing "0" to the `cgroup.procs` files the scheduler opened and
-//!    passed, then unshares its cgroup namespace;
-//! 3. mounts its own tmpfs at `/tmp` (the function's ephemeral size) and its own `/proc`;
-//! 4. empties its capability bounding set, drops every capability, restricts itself with the
+//! Each child is made by libc's `fork` (so every `pthread_atfork` handler runs, as for any
+//! fork: OpenSSL's and other generators reseed), after `unshare(CLONE_NEWPID)` so that it is the
+//! first process of a new pid namespace; the zygote then returns to its own pid namespace for
+//! its next children. Before any function code runs in it, the child:
+//! 1. creates its own mount, ipc and uts namespaces (the zygote's hostname) and mounts its own
+//!    tmpfs at `/tmp` (the function's ephemeral size) and its own `/proc`;
+//! 2. waits for the scheduler's go-ahead byte: the scheduler, which never lets the zygote hold
+//!    a handle on any cgroup, has checked the child's pidfd and moved it into its cgroup; then
+//!    the child unshares its cgroup namespace (rooted at that cgroup);
+//! 3. empties its capability bounding set, drops every capability, restricts itself with the
 //!    landlock ruleset (a domain of its own: it cannot signal or reach the abstract sockets of
 //!    its siblings), moves stdout, stderr, the channel and the error pipe to fds 1-4 and closes
 //!    every other descriptor;
-//! 5. loads the native seccomp program on top of the zygote's (filters stack: it ends up as
+//! 4. loads the native seccomp program on top of the zygote's (filters stack: it ends up as
 //!    restricted as an environment started from nothing), then closes the error pipe, which
 //!    tells the scheduler its setup is done.
 //!
@@ -25,9 +30,10 @@
 //! process reports it, and the child exits with status 127: function code never runs outside
 //! the child's namespaces and cgroup. The zygote reaps its children and reports each exit.
 //!
-//! The child is made with the raw `clone` syscall (glibc's `fork` takes no namespace flags), so
-//! glibc's fork handlers do not run: the zygote must be single-threaded when it forks, and
-//! threads the function started during Init do not exist in its children.
+//! The zygote must be single-threaded when it forks (threads would not exist in the children);
+//! a process with more than one thread refuses to be one. What Init put in memory is shared by
+//! every child, as with Lambda's SnapStart: a value meant to be unique per environment (a
+//! random seed not reset at fork, a connection) must be made after the fork.
 #![allow(unsafe_code)]
 // A sequence of raw syscalls (the child's setup has to be, see above): each block's SAFETY
 // comment covers the calls in it.
@@ -44,9 +50,6 @@ use nix::libc;
 const FILTER_FD: RawFd = 5;
 /// Where the children's landlock ruleset is, when landlock is in force.
 const RULESET_FD: RawFd = 6;
-/// Namespaces each child gets at `clone`.
-const CHILD_NAMESPACES: libc::c_int =
-    libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
 
 /// Why the zygote stopped.
 #[derive(Debug)]
@@ -81,104 +84,257 @@ pub(crate) fn is_socket(fd: RawFd) -> bool {
     }
 }
 
-/// Runs the zygote loop on control socket `control`. Returns only in a forked child, with its
-/// channel (or with an error in the zygote, which then exits).
+/// Runs the zygote loop on control socket `control`, forking each child with a raw `clone`.
+/// Returns only in a forked child, with its channel (or with an error in the zygote, which
+/// then exits).
 pub(crate) fn serve(control: OwnedFd) -> Result<GuestChannel, ZygoteError> {
-    let filter = read_filter().map_err(ZygoteError::Setup)?;
-    // SAFETY: F_GETFD only queries the descriptor table.
-    let ruleset = (unsafe { libc::fcntl(RULESET_FD, libc::F_GETFD) } >= 0).then_some(RULESET_FD);
-    // The capabilities left in the bounding set (those hearth kept for the children's setup),
-    // read once: each child drops them.
-    let bounding: Vec<libc::c_ulong> = (0..64)
-        // SAFETY: PR_CAPBSET_READ takes integers; it fails past the last capability.
-        .filter(|&cap| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } > 0)
-        .collect();
-    let thread = ThreadState::read().map_err(ZygoteError::Setup)?;
-    let sigchld = ChildSignals::block().map_err(ZygoteError::Setup)?;
-    zygote::send(control.as_fd(), &Message::new(Kind::Ready, 0, 0, 0), &[])
-        .map_err(ZygoteError::Control)?;
-    let mut fds = Vec::with_capacity(zygote::MAX_FDS);
+    let mut zygote = Zygote::start(control)?;
     loop {
-        let mut polled = [
-            libc::pollfd {
-                fd: control.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigchld.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
+        zygote.next_request()?;
+        zygote.prepare_fork()?;
+        // SAFETY: the process is single-threaded (checked by Zygote::start), so the child is a
+        // consistent copy; glibc's fork runs the registered atfork handlers.
+        match unsafe { libc::fork() } {
+            0 => return zygote.in_child(),
+            pid if pid > 0 => zygote.forked(pid)?,
+            _ => {
+                let errno = io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO);
+                zygote.fork_failed(errno)?;
+            }
+        }
+    }
+}
+
+/// A zygote between requests: [`Zygote::next_request`], [`Zygote::prepare_fork`], a fork (libc's,
+/// or the language's own, such as Python's `os.fork`, see `crate::ffi`), then
+/// [`Zygote::forked`] in the zygote and [`Zygote::in_child`] in the child.
+pub(crate) struct Zygote {
+    /// `None` only in a forked child, which closed it.
+    control: Option<OwnedFd>,
+    filter: Vec<libc::sock_filter>,
+    ruleset: Option<RawFd>,
+    bounding: Vec<libc::c_ulong>,
+    sigchld: Option<ChildSignals>,
+    /// The fork request being served, and its descriptors.
+    request: Option<(Message, Vec<OwnedFd>)>,
+    /// This process's own pid namespace, to return to after `prepare_fork`.
+    own_pid_ns: Option<OwnedFd>,
+}
+
+impl Zygote {
+    /// Reads what hearth left for the children (fds 5 and 6, the bounding set), checks the
+    /// process is single-threaded, and tells the scheduler it is ready.
+    pub(crate) fn start(control: OwnedFd) -> Result<Self, ZygoteError> {
+        let filter = read_filter().map_err(ZygoteError::Setup)?;
+        // SAFETY: F_GETFD only queries the descriptor table.
+        let ruleset =
+            (unsafe { libc::fcntl(RULESET_FD, libc::F_GETFD) } >= 0).then_some(RULESET_FD);
+        let none: libc::c_ulong = 0;
+        // The capabilities left in the bounding set (those hearth kept for the children's
+        // setup), read once: each child drops them.
+        let bounding: Vec<libc::c_ulong> = (0..64)
+            // SAFETY: PR_CAPBSET_READ takes integers; it fails past the last capability.
+            .filter(|&cap| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, none, none, none) } > 0)
+            .collect();
+        single_threaded().map_err(ZygoteError::Setup)?;
+        collapse_into_huge_pages();
+        let sigchld = ChildSignals::block().map_err(ZygoteError::Setup)?;
+        zygote::send(control.as_fd(), &Message::new(Kind::Ready, 0, 0, 0), &[])
+            .map_err(ZygoteError::Control)?;
+        Ok(Self {
+            control: Some(control),
+            filter,
+            ruleset,
+            bounding,
+            sigchld: Some(sigchld),
+            request: None,
+            own_pid_ns: None,
+        })
+    }
+
+    /// Waits for the next fork request, reporting exited children meanwhile.
+    pub(crate) fn next_request(&mut self) -> Result<(), ZygoteError> {
+        self.request = None;
+        let sigchld = self.sigchld.as_ref().map_or(-1, |s| s.fd.as_raw_fd());
+        let control = self.control()?.as_raw_fd();
+        loop {
+            let mut polled = [
+                libc::pollfd {
+                    fd: control,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sigchld,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds.
+            if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ZygoteError::Control(e));
+            }
+            if polled[1].revents != 0 {
+                if let Some(s) = &self.sigchld {
+                    s.drain();
+                }
+                reap(self.control()?)?;
+            }
+            if polled[0].revents == 0 {
                 continue;
             }
-            return Err(ZygoteError::Control(e));
+            let mut fds = Vec::with_capacity(zygote::MAX_FDS);
+            match zygote::recv(self.control()?, &mut fds, false) {
+                Ok(Some(m)) if m.kind == Kind::Fork && fds.len() == 5 => {
+                    self.request = Some((m, fds));
+                    return Ok(());
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(ZygoteError::Closed),
+                Err(e) => return Err(ZygoteError::Control(e)),
+            }
         }
-        if polled[1].revents != 0 {
-            sigchld.drain();
-            reap(&control)?;
+    }
+
+    /// Before forking through libc: the next child is created in a new pid namespace (the
+    /// others it needs, it creates itself in [`Zygote::in_child`]).
+    pub(crate) fn prepare_fork(&mut self) -> Result<(), ZygoteError> {
+        if self.own_pid_ns.is_none() {
+            let ns = std::fs::File::open("/proc/self/ns/pid").map_err(ZygoteError::Setup)?;
+            self.own_pid_ns = Some(ns.into());
         }
-        if polled[0].revents == 0 {
-            continue;
+        // SAFETY: unshare with a constant flag.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } < 0 {
+            return Err(ZygoteError::Setup(io::Error::last_os_error()));
         }
-        fds.clear();
-        let request = match zygote::recv(&control, &mut fds, false) {
-            Ok(Some(m)) if m.kind == Kind::Fork && fds.len() >= 4 => m,
-            Ok(Some(_)) => continue,
-            Ok(None) => return Err(ZygoteError::Closed),
-            Err(e) => return Err(ZygoteError::Control(e)),
-        };
-        let mut pidfd: RawFd = -1;
-        // As glibc's fork makes its child: the kernel writes the child's tid into the thread's
-        // descriptor and clears it at exit (CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID).
-        let flags = CHILD_NAMESPACES
-            | libc::CLONE_PIDFD
-            | libc::CLONE_CHILD_SETTID
-            | libc::CLONE_CHILD_CLEARTID
-            | libc::SIGCHLD;
-        // SAFETY: clone without CLONE_VM is a fork: the child gets a copy of this address space
-        // and continues here with 0; `pidfd` is a valid place for the kernel to store the
-        // pidfd (CLONE_PIDFD uses the parent_tid argument); `thread.tid` is the address glibc
-        // registered for this thread's tid.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                libc::c_long::from(flags),
-                0usize,
-                std::ptr::from_mut(&mut pidfd),
-                thread.tid,
-                0usize,
-            )
-        };
-        if pid == 0 {
-            thread.restore_in_child();
-            drop(sigchld);
-            drop(control);
-            let channel = child(&fds, request.b, (&filter, ruleset, &bounding));
-            // Their numbers were closed or reused during the child's setup.
-            std::mem::forget(std::mem::take(&mut fds));
-            return channel;
-        }
-        let reply = if pid < 0 {
+        Ok(())
+    }
+
+    /// In the zygote after a libc fork made child `pid`: back to its own pid namespace for
+    /// children, then the answer to the scheduler.
+    pub(crate) fn forked(&mut self, pid: i32) -> Result<(), ZygoteError> {
+        self.restore_pid_ns()?;
+        // SAFETY: pidfd_open of our own child; the fd returned is new.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
             let errno = io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO);
-            Message::new(Kind::Forked, request.a, 0, u64::from(errno.unsigned_abs()))
-        } else {
-            Message::new(Kind::Forked, request.a, pid.unsigned_abs(), 0)
-        };
-        let passed: &[RawFd] = if pid > 0 { &[pidfd] } else { &[] };
-        let sent = zygote::send(control.as_fd(), &reply, passed);
-        if pid > 0 {
-            // SAFETY: CLONE_PIDFD stored a new fd that this process owns.
-            drop(unsafe { OwnedFd::from_raw_fd(pidfd) });
+            // SAFETY: kill of our own child, which is not yet running function code.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return self.fork_failed(errno);
         }
-        sent.map_err(ZygoteError::Control)?;
+        // SAFETY: pidfd_open returned a new fd that this process owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).unwrap_or(-1)) };
+        self.reply(pid.unsigned_abs().into(), &pidfd)
+    }
+
+    /// The fork failed with `errno`: tells the scheduler.
+    pub(crate) fn fork_failed(&mut self, errno: i32) -> Result<(), ZygoteError> {
+        self.restore_pid_ns()?;
+        let seq = self.request.take().map_or(0, |(m, _)| m.a);
+        let reply = Message::new(Kind::Forked, seq, 0, u64::from(errno.unsigned_abs()));
+        zygote::send(self.control()?.as_fd(), &reply, &[]).map_err(ZygoteError::Control)
+    }
+
+    fn control(&self) -> Result<&OwnedFd, ZygoteError> {
+        self.control.as_ref().ok_or(ZygoteError::Closed)
+    }
+
+    fn restore_pid_ns(&mut self) -> Result<(), ZygoteError> {
+        if let Some(ns) = &self.own_pid_ns {
+            // SAFETY: setns to this process's own pid namespace, for its future children.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } < 0 {
+                return Err(ZygoteError::Setup(io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, pid: u64, pidfd: &OwnedFd) -> Result<(), ZygoteError> {
+        let seq = self.request.take().map_or(0, |(m, _)| m.a);
+        let reply = Message::new(Kind::Forked, seq, pid, 0);
+        zygote::send(self.control()?.as_fd(), &reply, &[pidfd.as_raw_fd()])
+            .map_err(ZygoteError::Control)
+    }
+
+    /// In the forked child: sets it up (see the module docs) and attaches its channel. Never
+    /// returns on a failed step: the child reports it and exits 127.
+    pub(crate) fn in_child(&mut self) -> Result<GuestChannel, ZygoteError> {
+        // The signal mask back to normal, the zygote's own descriptors closed (fd 3, the
+        // control socket, before the channel takes its number).
+        self.sigchld = None;
+        self.control = None;
+        let (request, fds) = self.request.take().unwrap_or_else(|| {
+            // SAFETY: _exit without running any of the zygote's handlers.
+            unsafe { libc::_exit(127) }
+        });
+        let kept = (&self.filter[..], self.ruleset, &self.bounding[..]);
+        let channel = child(&fds, request.b, kept);
+        // Their numbers were closed or reused during the child's setup.
+        std::mem::forget(fds);
+        if let Some(ns) = self.own_pid_ns.take() {
+            std::mem::forget(ns);
+        }
+        channel
+    }
+}
+
+/// Backs the zygote's initialised memory with transparent huge pages where the kernel can: a
+/// fork copies one page-table entry per 2 MiB huge page instead of 512, so its cost stops
+/// growing with the heap Init built (a write in a child still copies only the 4 KiB it
+/// touches: the kernel splits a shared huge page on write). Every private, writable,
+/// anonymous mapping of at least 2 MiB is marked `MADV_HUGEPAGE` and collapsed now
+/// (`MADV_COLLAPSE`, Linux 6.1+); where either is refused the memory stays as it was.
+fn collapse_into_huge_pages() {
+    const HUGE: usize = 2 << 20;
+    const MADV_COLLAPSE: libc::c_int = 25;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_), Some(_), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let path = fields.next().unwrap_or("");
+        let anonymous = inode == "0" && (path.is_empty() || path == "[heap]");
+        if !anonymous || !perms.starts_with("rw") || !perms.ends_with('p') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let (start, end) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if end <= start {
+            continue;
+        }
+        // SAFETY: advice on this process's own mapping, aligned to 2 MiB inside it; neither
+        // call changes the memory's contents.
+        unsafe {
+            let addr = start as *mut libc::c_void;
+            if libc::madvise(addr, end - start, libc::MADV_HUGEPAGE) == 0 {
+                libc::madvise(addr, end - start, MADV_COLLAPSE);
+            }
+        }
     }
 }
 
@@ -239,62 +395,21 @@ fn read_filter() -> io::Result<Vec<libc::sock_filter>> {
         .collect())
 }
 
-/// What glibc's `fork` restores in its child that a raw `clone` does not: the address of the
-/// thread's tid (for `CLONE_CHILD_SETTID`) and its robust futex list, which the kernel does not
-/// carry into a child. Read once; the zygote must be single-threaded (glibc's fork would also
-/// reset the state of other threads, which a raw clone does not).
-struct ThreadState {
-    tid: usize,
-    robust_head: usize,
-    robust_len: usize,
-}
-
-impl ThreadState {
-    fn read() -> io::Result<Self> {
-        let threads = std::fs::read_to_string("/proc/self/stat")?
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(17).map(str::to_owned))
-            .and_then(|n| n.parse::<u32>().ok());
-        if threads != Some(1) {
-            return Err(io::Error::other(format!(
-                "a zygote must be single-threaded when it forks; this process has {} threads \
-                 (threads started during Init do not exist in forked environments)",
-                threads.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
-            )));
-        }
-        let mut tid: usize = 0;
-        let (mut robust_head, mut robust_len): (usize, usize) = (0, 0);
-        // SAFETY: PR_GET_TID_ADDRESS and get_robust_list write one pointer-sized value each into
-        // the locals passed.
-        unsafe {
-            if libc::prctl(libc::PR_GET_TID_ADDRESS, std::ptr::from_mut(&mut tid)) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::syscall(
-                libc::SYS_get_robust_list,
-                0,
-                std::ptr::from_mut(&mut robust_head),
-                std::ptr::from_mut(&mut robust_len),
-            ) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(Self {
-            tid,
-            robust_head,
-            robust_len,
-        })
+/// Fails unless this process has exactly one thread.
+fn single_threaded() -> io::Result<()> {
+    let threads = std::fs::read_to_string("/proc/self/stat")?
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(17).map(str::to_owned))
+        .and_then(|n| n.parse::<u32>().ok());
+    if threads == Some(1) {
+        return Ok(());
     }
-
-    fn restore_in_child(&self) {
-        if self.robust_head != 0 {
-            // SAFETY: the same list head the parent thread registered, at the same address in
-            // this copy of its memory.
-            unsafe { libc::syscall(libc::SYS_set_robust_list, self.robust_head, self.robust_len) };
-        }
-    }
+    Err(io::Error::other(format!(
+        "a zygote must be single-threaded when it forks; this process has {} threads \
+         (threads started during Init would not exist in forked environments)",
+        threads.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
+    )))
 }
 
 /// SIGCHLD blocked and read from a signalfd, so the zygote wakes when a child exits.
@@ -311,6 +426,8 @@ impl ChildSignals {
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGCHLD);
+            // Init may have ignored SIGCHLD: children would then be reaped unseen.
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -376,7 +493,7 @@ fn check(step: ChildStep, r: libc::c_long) -> Result<(), (ChildStep, i32)> {
     }
 }
 
-/// Steps 2-5 of the module docs. `fds`: channel, stdout, stderr, error pipe, cgroup.procs...
+/// Steps 1-4 of the module docs. `fds`: channel, stdout, stderr, error pipe, go-ahead pipe.
 /// `error_pipe` follows the pipe when it moves to fd 4.
 fn enter(
     fds: &[OwnedFd],
@@ -388,13 +505,9 @@ fn enter(
     let tmp_options = format!("size={tmp_bytes},mode=1777\0");
     // SAFETY: plain syscalls with valid pointers to local, NUL-terminated strings and buffers.
     unsafe {
-        for procs in &fds[4..] {
-            let r = libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1);
-            check(ChildStep::JoinCgroup, r as libc::c_long)?;
-        }
         check(
-            ChildStep::UnshareCgroupNamespace,
-            libc::unshare(libc::CLONE_NEWCGROUP).into(),
+            ChildStep::EnterNamespaces,
+            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS).into(),
         )?;
         check(
             ChildStep::MountTmp,
@@ -417,6 +530,22 @@ fn enter(
                 std::ptr::null(),
             )
             .into(),
+        )?;
+        // The go-ahead: hearth moved this process into its cgroup (EOF: it could not).
+        let mut go = [0u8; 1];
+        let r = loop {
+            let r = libc::read(fds[4].as_raw_fd(), go.as_mut_ptr().cast(), 1);
+            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break r;
+            }
+        };
+        if r == 0 {
+            return Err((ChildStep::JoinCgroup, libc::EPIPE));
+        }
+        check(ChildStep::JoinCgroup, r as libc::c_long)?;
+        check(
+            ChildStep::UnshareCgroupNamespace,
+            libc::unshare(libc::CLONE_NEWCGROUP).into(),
         )?;
         for &cap in bounding {
             check(

@@ -383,17 +383,27 @@ impl EnvCgroup {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
-    /// `cgroup.procs` of each hierarchy, open for writing, for a process that is not hearth's
-    /// child to join by writing "0" (v1 and v2: the kernel checks the permissions of whoever
-    /// opened the file, hearth, rather than the writer's).
-    pub fn join_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        if !self.v2 {
-            return self.procs.iter().map(OwnedFd::try_clone).collect();
+    /// Moves process `pid` (as this process's pid namespace numbers it) into the cgroup, in
+    /// every hierarchy. For a process hearth did not start (a zygote's child): hearth never
+    /// hands a cgroup file to anything an environment runs.
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        if pid <= 0 {
+            let path = self.dirs[0].join("cgroup.procs");
+            return Err(io_err("writing", &path)(io::Error::from_raw_os_error(
+                libc::ESRCH,
+            )));
         }
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(self.dirs[0].join("cgroup.procs"))?;
-        Ok(vec![procs.into()])
+        let value = pid.to_string();
+        if self.v2 {
+            return write_file(&self.dirs[0].join("cgroup.procs"), &value);
+        }
+        for (fd, dir) in self.procs.iter().zip(&self.dirs) {
+            let path = dir.join("cgroup.procs");
+            let mut file = fs::File::from(fd.try_clone().map_err(io_err("opening", &path))?);
+            file.write_all(value.as_bytes())
+                .map_err(io_err("writing", &path))?;
+        }
+        Ok(())
     }
 
     /// The cgroup's directory in the memory hierarchy.

@@ -26,8 +26,8 @@ pub use cgroup::{CgroupError, EnvCgroup, Hierarchy, Limits};
 pub use landlock::LandlockMode;
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spawn::{
-    chrooted, setup_error_pipe, CgroupPolicy, EnvSpec, Environment, Sandbox, SandboxConfig,
-    SandboxError, SetupFailure, SetupState, SpawnError,
+    chrooted, pipe, setup_error_pipe, AdoptError, CgroupPolicy, EnvSpec, Environment, Sandbox,
+    SandboxConfig, SandboxError, SetupFailure, SetupState, SpawnError,
 };
 pub use step::Step;
 pub use sys::ExitStatus;

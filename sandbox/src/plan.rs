@@ -246,10 +246,11 @@ pub(crate) struct Fixed<'a> {
     pub devnull: RawFd,
     pub reset_signals: &'a [i32],
     pub switch: RootSwitch,
-    /// Environments get a user namespace (rootless mode, and every zygote).
-    pub user_namespace: bool,
     /// For a zygote: the memfd holding its children's seccomp program.
     pub zygote_filter: Option<RawFd>,
+    /// hearth is root: the process may (and must) drop the supplementary groups it inherited,
+    /// also in a user namespace (a rootless one has `setgroups` denied).
+    pub as_root: bool,
 }
 
 /// Capabilities a zygote keeps in its user namespace: `CAP_SYS_ADMIN` to create each child's
@@ -318,7 +319,7 @@ pub(crate) fn build(
         cap_last_cap: fixed.cap_last_cap,
         // In a user namespace setgroups is denied (that is what makes the gid map writable
         // without privilege), and the namespace has no supplementary groups to drop anyway.
-        clear_groups: !fixed.user_namespace,
+        clear_groups: fixed.as_root,
         uid: fixed.uid,
         gid: fixed.gid,
         landlock: crate::landlock::plan(fixed.landlock_abi),
@@ -378,8 +379,8 @@ mod tests {
             devnull: devnull.as_raw_fd(),
             reset_signals: &[11, 13],
             switch,
-            user_namespace: zygote_filter.is_some(),
             zygote_filter,
+            as_root: true,
         };
         let env = vec![("_HANDLER".to_owned(), "echo".to_owned())];
         let spec = EnvSpec {

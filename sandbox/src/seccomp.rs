@@ -332,6 +332,7 @@ mod tests {
         let native = parse(NATIVE_ALLOWLIST).unwrap();
         let zygote = zygote_rules().unwrap();
         SeccompProgram::zygote().unwrap();
+        SeccompProgram::zygote_child().unwrap();
         let names = |rules: &[Rule], name: &str| {
             rules
                 .iter()
@@ -341,8 +342,9 @@ mod tests {
         };
         // Still refused to a zygote: everything the native policy refuses but these.
         let widened = [
-            "clone",
             "unshare",
+            "setns",
+            "pidfd_open",
             "mount",
             "capset",
             "landlock_restrict_self",
@@ -352,26 +354,32 @@ mod tests {
                 assert!(zygote.contains(rule), "{rule:?} lost");
             }
         }
-        // New user and network namespaces stay refused; unshare only takes a cgroup
-        // namespace; mounts only with the two flag sets a child uses.
-        let clone = names(&zygote, "clone");
-        assert!(clone.contains(&Rule {
-            syscall: "clone".into(),
-            action: Action::Errno(libc::EPERM),
-            condition: Some((0, 0x1000_0000, 0x1000_0000)),
-        }));
-        assert_eq!(
-            names(&zygote, "unshare")
+        // unshare: a pid namespace (zygote), mount+ipc+uts and a cgroup namespace (child),
+        // never a user or network namespace; setns only back into a pid namespace; mounts only
+        // with the two flag sets a child uses.
+        let conditions = |name| {
+            names(&zygote, name)
                 .iter()
-                .map(|r| r.condition)
-                .collect::<Vec<_>>(),
-            [Some((0, u64::MAX, 0x0200_0000))]
+                .map(|r| (r.action, r.condition))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            conditions("unshare"),
+            [
+                (Action::Allow, Some((0, u64::MAX, 0x2000_0000))),
+                (Action::Allow, Some((0, u64::MAX, 0x0c02_0000))),
+                (Action::Allow, Some((0, u64::MAX, 0x0200_0000))),
+            ]
+        );
+        assert_eq!(
+            conditions("setns"),
+            [(Action::Allow, Some((1, u64::MAX, 0x2000_0000)))]
         );
         assert!(names(&zygote, "mount")
             .iter()
             .all(|r| r.condition.is_some() && r.action == Action::Allow));
         for still in [
-            "setns",
+            "clone",
             "ptrace",
             "bpf",
             "io_uring_setup",
@@ -379,6 +387,23 @@ mod tests {
             "move_mount",
         ] {
             assert_eq!(names(&zygote, still), names(&native, still), "{still}");
+        }
+    }
+
+    /// The children's filter allows by default and restates the native rules of each syscall
+    /// the zygote policy widens: stacked on the zygote's, it equals the native policy only if
+    /// the native rules of each such syscall decide every call (an unconditional rule), or the
+    /// syscall is unlisted there (the child filter then refuses it with ENOSYS).
+    #[test]
+    fn the_native_rules_of_every_widened_syscall_decide_every_call() {
+        let native = parse(NATIVE_ALLOWLIST).unwrap();
+        for name in parse(ZYGOTE_ALLOWLIST).unwrap().iter().map(|r| &r.syscall) {
+            let own: Vec<&Rule> = native.iter().filter(|r| &r.syscall == name).collect();
+            assert!(
+                own.is_empty() || own.iter().any(|r| r.condition.is_none()),
+                "native's rules for {name} are all conditional: the child filter would let the \
+                 rest through ({own:?})"
+            );
         }
     }
 

@@ -414,8 +414,8 @@ impl Sandbox {
             devnull: self.devnull.as_raw_fd(),
             reset_signals: &self.reset_signals,
             switch: self.switch,
-            user_namespace,
             zygote_filter: spec.zygote.then(|| self.child_filter.as_raw_fd()),
+            as_root: !self.rootless,
         };
         let plan = Box::new(plan::build(
             &fixed,
@@ -515,13 +515,31 @@ impl Sandbox {
             let path = format!("/proc/{pid}/{file}");
             fs::write(&path, content).map_err(|source| SpawnError::IdMap { path, source })
         };
-        write("setgroups", "deny".into())?;
+        // Unprivileged map writers must deny setgroups; as root, the process keeps the right
+        // to drop the supplementary groups it inherited, and does.
+        if self.rootless {
+            write("setgroups", "deny".into())?;
+        }
         write("gid_map", format!("{} {gid} 1\n", self.config.gid))?;
         write("uid_map", format!("{} {uid} 1\n", self.config.uid))?;
         let file = fs::File::from(sync.try_clone().map_err(SpawnError::Prepare)?);
         io::Write::write_all(&mut &file, &[1]).map_err(SpawnError::Prepare)
     }
 }
+
+/// A pipe (read end, write end), both close-on-exec; the read end non-blocking if asked.
+pub fn pipe(nonblocking_read: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    sys::pipe_cloexec(nonblocking_read)
+}
+
+/// How long [`Environment::wait`] waits for an adopted environment's process (killed first
+/// by every caller) to be gone.
+const ADOPTED_WAIT: Duration = Duration::from_secs(1);
+
+/// A process offered for adoption is not what it should be.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot adopt the environment: {0}")]
+pub struct AdoptError(pub String);
 
 /// The pipe on which an environment's first process reports a failed setup step: (read end,
 /// non-blocking; write end), both close-on-exec. For environments another process starts (see
@@ -600,21 +618,45 @@ impl Environment {
         let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGTERM);
     }
 
-    /// An environment whose first process another process started (a zygote's child): `pidfd`
-    /// refers to it, `errors` is the read end of the pipe it reports setup failures on (closed
-    /// by it once set up), `cgroup` the cgroup it joins. hearth cannot reap it: its exit status
-    /// is what [`Environment::set_exit_status`] was told.
-    pub fn adopt(pidfd: OwnedFd, errors: OwnedFd, cgroup: Option<EnvCgroup>) -> Self {
-        let pid = sys::pidfd_pid(pidfd.as_fd()).unwrap_or(-1);
-        Self {
-            pid,
-            pidfd,
-            errors,
-            cgroup,
-            launch: None,
-            status: None,
-            adopted: Some(None),
+    /// An environment whose first process a child of ours started (a zygote's child): `pidfd`
+    /// must be a pidfd of a child of process `parent` (else the cgroup is released and the
+    /// error says why), `errors` is the read end of the pipe it reports setup failures on
+    /// (closed by it once set up), `cgroup` the cgroup [`Environment::join_cgroup`] moves it
+    /// into. hearth cannot reap it: its exit status is what [`Environment::set_exit_status`]
+    /// was told.
+    pub fn adopt(
+        pidfd: OwnedFd,
+        errors: OwnedFd,
+        cgroup: Option<EnvCgroup>,
+        parent: i32,
+    ) -> Result<Self, AdoptError> {
+        let refuse = |why: String, cgroup: Option<EnvCgroup>| {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.release();
+            }
+            Err(AdoptError(why))
+        };
+        match sys::pidfd_info(pidfd.as_fd()) {
+            Some((pid, ppid)) if pid > 0 && ppid == parent => Ok(Self {
+                pid,
+                pidfd,
+                errors,
+                cgroup,
+                launch: None,
+                status: None,
+                adopted: Some(None),
+            }),
+            Some((pid, ppid)) => refuse(
+                format!("process {pid} is a child of {ppid}, not of {parent}"),
+                cgroup,
+            ),
+            None => refuse("not a pidfd of a live process".into(), cgroup),
         }
+    }
+
+    /// Moves an adopted environment's first process into its cgroup.
+    pub fn join_cgroup(&self) -> Result<(), CgroupError> {
+        self.cgroup.as_ref().map_or(Ok(()), |c| c.attach(self.pid))
     }
 
     /// Whether this environment was forked by a zygote.
@@ -653,7 +695,8 @@ impl Environment {
             return Ok(status);
         }
         if let Some(reported) = self.adopted {
-            sys::pidfd_exited(self.pidfd.as_fd(), None);
+            // Bounded: hearth cannot reap it, and its pidfd says only whether it has exited.
+            sys::pidfd_exited(self.pidfd.as_fd(), Some(ADOPTED_WAIT));
             let status = reported.unwrap_or(ExitStatus::Unknown);
             self.status = Some(status);
             return Ok(status);

@@ -46,10 +46,12 @@ pub enum Step {
     UnblockSignals,
     Seccomp,
     Exec,
+    /// A zygote's child forked through libc creating its mount, ipc and uts namespaces.
+    EnterNamespaces,
 }
 
 impl Step {
-    const ALL: [Step; 40] = [
+    const ALL: [Step; 41] = [
         Step::ResetSignals,
         Step::CloseInheritedFds,
         Step::WaitUserNamespace,
@@ -90,6 +92,7 @@ impl Step {
         Step::UnblockSignals,
         Step::Seccomp,
         Step::Exec,
+        Step::EnterNamespaces,
     ];
 
     /// Decodes a step number read from the child's error pipe.
@@ -145,6 +148,9 @@ impl std::fmt::Display for Step {
             Step::UnblockSignals => "unblocking signals",
             Step::Seccomp => "loading the seccomp filter",
             Step::Exec => "executing the function",
+            Step::EnterNamespaces => {
+                "creating the mount, ipc and uts namespaces of an environment forked by a zygote"
+            }
         })
     }
 }

@@ -456,22 +456,40 @@ pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>, wait: Option<std::time::Durati
     }
 }
 
-/// The pid (in our pid namespace) of the process behind `pidfd`, from its fdinfo.
-pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> Option<i32> {
-    // PIDFD_GET_INFO (Linux 6.13+): no file to read. Its struct pidfd_info, first version
-    // (64 bytes): mask (in: which fields), cgroupid, then pid as seen by the caller.
+/// The pid and parent pid (in our pid namespace) of the process behind `pidfd`; `None` if
+/// `pidfd` is not a pidfd (or its process is gone).
+pub(crate) fn pidfd_info(pidfd: BorrowedFd<'_>) -> Option<(i32, i32)> {
+    // PIDFD_GET_INFO (Linux 6.13+). Its struct pidfd_info, first version (64 bytes): mask
+    // (in: which fields), cgroupid, pid, tgid, ppid (u32 each), ... as seen by the caller.
     const PIDFD_GET_INFO: u64 = 0xC040_FF0B; // _IOWR(0xFF, 11, 64 bytes)
     const PIDFD_INFO_PID: u64 = 1;
     let mut info = [0u64; 8];
     info[0] = PIDFD_INFO_PID;
     // SAFETY: the ioctl writes at most the 64 bytes its number encodes into `info`.
     let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO, info.as_mut_ptr()) };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
     if r == 0 && info[0] & PIDFD_INFO_PID != 0 {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-        return Some((info[2] & 0xffff_ffff) as u32 as i32);
+        let pid = (info[2] & 0xffff_ffff) as u32 as i32;
+        let ppid = (info[3] & 0xffff_ffff) as u32 as i32;
+        return Some((pid, ppid));
     }
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
-    info.lines()
+    if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return None;
+    }
+    // Older kernels: a pidfd's fdinfo names its pid; its parent is in /proc.
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    let pid: i32 = fdinfo
+        .lines()
         .find_map(|l| l.strip_prefix("Pid:"))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim().parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid = stat
+        .rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((pid, ppid))
 }

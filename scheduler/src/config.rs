@@ -167,7 +167,8 @@ pub struct FunctionConfig {
     pub pipeline_depth: u32,
     /// Start new environments by forking them from a zygote (an initialised copy of the
     /// function, see `hearth-snapshot`) once one is ready, instead of from nothing. Native
-    /// functions only (`Launch::Native`); others always start from nothing.
+    /// functions (`Launch::Native`) and Python ones (a `python3.*` runtime, without extensions
+    /// or `AWS_LAMBDA_EXEC_WRAPPER`); others always start from nothing.
     pub zygote: bool,
 }
 

@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 pub const INIT: &str = "hearth-init";
 /// Environment variable naming the init binary to use instead of the one next to hearth.
 pub const INIT_ENV: &str = "HEARTH_INIT";
+/// File name of the runtime library (the C ABI the Python bootstrap loads to be a zygote),
+/// looked for next to the init binary. Without it Python functions start from nothing.
+pub const LIBRARY: &str = "libhearth_runtime.so";
 
 /// Where `hearth-init` is: `$HEARTH_INIT`, else next to the running executable (or one level
 /// up, for test executables in cargo's `deps/`).
@@ -48,8 +51,16 @@ pub fn find_init() -> Result<PathBuf, String> {
 
 /// Prepares (or reuses) the runtime directory for `init` under `state_dir` and returns it.
 pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
-    let binary = fs::read(init)?;
-    let digest = Sha256::digest(&binary);
+    let library = init.with_file_name(LIBRARY);
+    let library = library.is_file().then_some(library);
+    // Hashed as they are read, in small pieces: the files are megabytes, and a daemon that
+    // read them whole would keep that much more memory (the allocator rarely gives it back).
+    let mut hasher = Sha256::new();
+    io::copy(&mut fs::File::open(init)?, &mut hasher)?;
+    if let Some(library) = &library {
+        io::copy(&mut fs::File::open(library)?, &mut hasher)?;
+    }
+    let digest = hasher.finalize();
     let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let dir = state_dir.join(format!("runtime-{name}"));
     if dir.join(INIT).is_file() {
@@ -60,8 +71,11 @@ pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     let target = tmp.join(INIT);
-    fs::write(&target, &binary)?;
+    fs::copy(init, &target)?;
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+    if let Some(library) = &library {
+        fs::copy(library, tmp.join(LIBRARY))?;
+    }
     // Another thread of this process may fork while the binary is still open for writing here;
     // its child holds that fd until it execs, and executing the file fails with ETXTBSY until
     // then. That lasts microseconds: retry.
@@ -97,7 +111,8 @@ pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Directories 0755, files 0644 (the init binary 0755): readable by the function's user.
+/// Directories 0755, files 0644 (the init binary 0755; the library 0644 is mapped, not
+/// executed): readable by the function's user.
 fn make_readable(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
     for entry in fs::read_dir(dir)? {

@@ -218,8 +218,9 @@ struct Env {
     early_output: Vec<u8>,
     /// Started ahead of demand and not used yet.
     pooled: bool,
-    /// Forked by the function's zygote: its pid there (the key of its exit report).
-    zygote_pid: Option<u64>,
+    /// Forked by a zygote: (function id, zygote id, pid in the zygote's namespace), the key of
+    /// its exit report.
+    zygote_pid: Option<(u64, u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -291,6 +292,29 @@ impl std::fmt::Debug for Shard {
 
 /// The environment in `key`'s slot, if the slot still holds that generation. Free functions
 /// over the slot table (not methods) so that callers can borrow other fields of the shard.
+/// Whether `config`'s environments may be forked from a zygote: native functions, and Python
+/// ones without extensions or an exec wrapper (those need hearth-init, which a forked Python
+/// environment does without). Node cannot fork cooperatively (V8 runs threads of its own).
+fn zygote_capable(config: &crate::FunctionConfig) -> bool {
+    if !config.zygote {
+        return false;
+    }
+    match config.launch {
+        Launch::Native => true,
+        Launch::RuntimeApi => {
+            config.runtime.starts_with("python3")
+                && !config
+                    .environment
+                    .iter()
+                    .any(|(k, _)| k == "AWS_LAMBDA_EXEC_WRAPPER")
+                && !config
+                    .layers
+                    .iter()
+                    .any(|layer| layer.join("extensions").is_dir())
+        }
+    }
+}
+
 /// An environment's cgroup limits.
 fn env_limits(config: &crate::FunctionConfig) -> Limits {
     Limits {
@@ -795,8 +819,8 @@ impl Shard {
         } else {
             (config.command.clone(), config.args.clone(), None)
         };
-        // A native function's zygote, once ready, forks the environment instead.
-        let forked = if config.zygote && config.launch == Launch::Native {
+        // The function's zygote, once ready, forks the environment instead.
+        let forked = if zygote_capable(config) {
             let child = ChildSpec {
                 channel: channel.guest_fd(),
                 stdout: output,
@@ -817,6 +841,8 @@ impl Shard {
         };
         let (process, zygote_pid, start) = match forked {
             Some((process, pid)) => {
+                let zygote = self.zygotes.zygote_id(function.id()).unwrap_or(0);
+                let pid = (function.id(), zygote, pid);
                 if local {
                     if let Some(cpus) = &self.local_cpus {
                         let _ = crate::sys::set_affinity(process.pid(), cpus);
@@ -879,7 +905,8 @@ impl Shard {
             peak_mb: 0,
             used_since_maintenance: false,
             stop_by: None,
-            initializing: runtime_api,
+            // A forked environment's runtime has run its Init already (in the zygote).
+            initializing: runtime_api && zygote_pid.is_none(),
             early_output: Vec::new(),
             pooled: false,
             zygote_pid,
@@ -920,6 +947,28 @@ impl Shard {
             };
             // Replaced by the control socket.
             let placeholder = stderr.as_fd();
+            // A Python zygote runs the bootstrap itself (not under hearth-init) and loads the
+            // runtime library from the runtime directory.
+            let runtime_dir = if config.launch == Launch::RuntimeApi {
+                match &self.shared.runtime_dir {
+                    Ok(dir) if dir.join(crate::runtime_dir::LIBRARY).is_file() => {
+                        Some(dir.as_path())
+                    }
+                    Ok(dir) => {
+                        let why =
+                            format!("{} has no {}", dir.display(), crate::runtime_dir::LIBRARY);
+                        self.zygotes.start_failed(&function, &why);
+                        continue;
+                    }
+                    Err(e) => {
+                        let why = e.clone();
+                        self.zygotes.start_failed(&function, &why);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let started = Zygote::start(
                 &self.shared.sandbox,
                 &EnvSpec {
@@ -927,7 +976,7 @@ impl Shard {
                     command: &config.command,
                     args: &config.args,
                     loopback: false,
-                    runtime_dir: None,
+                    runtime_dir,
                     layers: &config.layers,
                     zygote: true,
                     env: function.process_env(),
@@ -1213,9 +1262,11 @@ impl Shard {
         if env.state == State::Dying {
             return;
         }
+        // (An environment forked by a zygote has no hearth-init to stop extensions.)
         let graceful = error.is_none()
             && env.inflight.is_empty()
-            && env.function.config().launch == Launch::RuntimeApi;
+            && env.function.config().launch == Launch::RuntimeApi
+            && env.zygote_pid.is_none();
         if graceful {
             // Idle and retired: hearth-init gives its extensions their SHUTDOWN event first.
             env.process.terminate();
@@ -1320,11 +1371,9 @@ impl Shard {
         let now = Instant::now();
         // Answers it published before dying still count.
         self.drain_responses(key, now);
-        let zygote_exit = self
-            .env(key)
-            .and_then(|e| Some((e.function.id(), e.zygote_pid?)));
-        if let Some((function, pid)) = zygote_exit {
-            let reported = self.zygotes.exit_status(function, pid);
+        let zygote_exit = self.env(key).and_then(|e| e.zygote_pid);
+        if let Some(child) = zygote_exit {
+            let reported = self.zygotes.exit_status(child);
             if let (Some(status), Some(env)) = (reported, self.env_mut(key)) {
                 env.process.set_exit_status(status);
             }
@@ -1395,6 +1444,9 @@ impl Shard {
         if let Some(mut env) = slot.env.take() {
             if env.doorbell_armed {
                 self.uring.cancel_doorbell(key);
+            }
+            if let Some(child) = env.zygote_pid {
+                self.zygotes.forget(child);
             }
             let _ = env.process.wait();
             let _ = env.process.release_cgroup();
@@ -1562,7 +1614,7 @@ impl Shard {
         let logs = &mut self.logs;
         let output = &mut self.output;
         self.zygotes
-            .maintain(&self.shared.registry, |function, capture| {
+            .maintain(&self.shared.registry, keep_alive, |function, capture| {
                 output.clear();
                 capture.drain(output, MAX_RECORD_OUTPUT);
                 capture.reset(false);

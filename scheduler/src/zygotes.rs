@@ -20,8 +20,13 @@ use crate::registry::{Function, Registry};
 
 /// How long a zygote may take to become ready (its Init), as an environment's Init may.
 const READY_LIMIT: Duration = Duration::from_secs(10);
-/// How long an exit status report may lag behind the exit.
-const STATUS_WAIT: Duration = Duration::from_millis(20);
+/// How long the shard waits for an exit status report to follow the exit (the zygote reaps on
+/// SIGCHLD; a status that comes later is "unknown").
+const STATUS_WAIT: Duration = Duration::from_millis(1);
+/// A zygote failing within this long of its predecessor's failure doubles the back-off.
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// Zygotes one shard keeps at most (idle ones are retired after the keep-alive).
+const MAX_ZYGOTES: usize = 64;
 /// Zygotes started per maintenance pass.
 const STARTS_PER_PASS: usize = 2;
 
@@ -31,6 +36,8 @@ struct Entry {
     zygote: Zygote,
     /// What the zygote prints (its Init's output), moved to the function's log.
     capture: Option<Capture>,
+    /// Its last fork (or its start).
+    last_used: Instant,
 }
 
 /// When a function may get its next zygote.
@@ -38,6 +45,7 @@ struct Entry {
 struct BackOff {
     failures: u32,
     until: Instant,
+    at: Instant,
 }
 
 /// The zygotes of one shard, by function revision id.
@@ -76,11 +84,14 @@ impl Zygotes {
         }
         let forked = entry.zygote.fork(sandbox, child);
         match &forked {
-            Ok(_) => {
-                self.backoff.remove(&id);
-            }
+            Ok(_) => entry.last_used = Instant::now(),
             Err(ForkError::Broken(why)) => {
                 let why = why.clone();
+                self.discard(id, &why);
+            }
+            // A zygote that cannot fork is replaced too (after the back-off).
+            Err(e @ ForkError::Fork(_)) => {
+                let why = e.to_string();
                 self.discard(id, &why);
             }
             Err(_) => {}
@@ -88,18 +99,45 @@ impl Zygotes {
         Some(forked)
     }
 
-    /// The exit status `function`'s zygote reported for its child `pid`.
-    pub(crate) fn exit_status(&mut self, function_id: u64, pid: u64) -> Option<ExitStatus> {
-        self.live
-            .get_mut(&function_id)?
-            .zygote
-            .exit_status(pid, STATUS_WAIT)
+    /// The id of `function`'s current zygote.
+    pub(crate) fn zygote_id(&self, function_id: u64) -> Option<u64> {
+        self.live.get(&function_id).map(|e| e.zygote.id())
+    }
+
+    /// The exit status zygote `zygote_id` (of `function_id`) reported for its child `pid`;
+    /// `None` if that zygote is gone or did not say in time.
+    pub(crate) fn exit_status(
+        &mut self,
+        (function_id, zygote_id, pid): (u64, u64, u64),
+    ) -> Option<ExitStatus> {
+        let entry = self.live.get_mut(&function_id)?;
+        if entry.zygote.id() != zygote_id {
+            return None;
+        }
+        let status = entry.zygote.exit_status(pid, STATUS_WAIT);
+        entry.zygote.forget(pid);
+        status
+    }
+
+    /// Forgets a child whose environment is gone.
+    pub(crate) fn forget(&mut self, (function_id, zygote_id, pid): (u64, u64, u64)) {
+        if let Some(entry) = self.live.get_mut(&function_id) {
+            if entry.zygote.id() == zygote_id {
+                entry.zygote.forget(pid);
+            }
+        }
     }
 
     /// Kills a failed zygote and backs off before the next.
     fn discard(&mut self, id: u64, why: &str) {
         if let Some(entry) = self.live.remove(&id) {
-            let failures = self.backoff.get(&id).map_or(0, |b| b.failures) + 1;
+            let now = Instant::now();
+            let failures = self
+                .backoff
+                .get(&id)
+                .filter(|b| now.duration_since(b.at) < FAILURE_MEMORY)
+                .map_or(0, |b| b.failures)
+                + 1;
             let delay = Duration::from_secs(1 << (failures - 1).min(6));
             tracing::warn!(
                 function = entry.function.name(),
@@ -112,7 +150,8 @@ impl Zygotes {
                 id,
                 BackOff {
                     failures,
-                    until: Instant::now() + delay,
+                    until: now + delay,
+                    at: now,
                 },
             );
         }
@@ -120,15 +159,19 @@ impl Zygotes {
 
     /// Housekeeping: drops zygotes of outdated revisions and failed ones, and hands what each
     /// printed (its Init's output) to `log`.
+    /// Zygotes that forked nothing for `keep_alive` are retired (a cold start asks again).
     pub(crate) fn maintain(
         &mut self,
         registry: &Registry,
+        keep_alive: Duration,
         mut log: impl FnMut(&str, &mut Capture),
     ) {
         let now = Instant::now();
         let mut failed = Vec::new();
-        self.live
-            .retain(|_, entry| registry.is_current(entry.function.name(), entry.function.id()));
+        self.live.retain(|_, entry| {
+            registry.is_current(entry.function.name(), entry.function.id())
+                && now.duration_since(entry.last_used) < keep_alive
+        });
         for (&id, entry) in &mut self.live {
             if let Some(capture) = entry.capture.as_mut() {
                 log(entry.function.name(), capture);
@@ -156,9 +199,10 @@ impl Zygotes {
         self.wanted
             .retain(|f| registry.is_current(f.name(), f.id()) && !live.contains_key(&f.id()));
         let mut ready = Vec::new();
+        let room = MAX_ZYGOTES.saturating_sub(live.len()).min(STARTS_PER_PASS);
         self.wanted.retain(|f| {
             let waiting = backoff.get(&f.id()).is_some_and(|b| now < b.until);
-            if waiting || ready.len() == STARTS_PER_PASS {
+            if waiting || ready.len() == room {
                 return true;
             }
             ready.push(f.clone());
@@ -180,13 +224,20 @@ impl Zygotes {
                 function,
                 zygote,
                 capture,
+                last_used: Instant::now(),
             },
         );
     }
 
     /// A zygote could not even be started: back off as for a failed one.
     pub(crate) fn start_failed(&mut self, function: &Function, why: &str) {
-        let failures = self.backoff.get(&function.id()).map_or(0, |b| b.failures) + 1;
+        let now = Instant::now();
+        let failures = self
+            .backoff
+            .get(&function.id())
+            .filter(|b| now.duration_since(b.at) < FAILURE_MEMORY)
+            .map_or(0, |b| b.failures)
+            + 1;
         tracing::warn!(
             function = function.name(),
             error = why,
@@ -196,7 +247,8 @@ impl Zygotes {
             function.id(),
             BackOff {
                 failures,
-                until: Instant::now() + Duration::from_secs(1 << (failures - 1).min(6)),
+                until: now + Duration::from_secs(1 << (failures - 1).min(6)),
+                at: now,
             },
         );
     }

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use hearth_ipc::zygote::{self as protocol, Kind, Message};
@@ -31,7 +31,13 @@ use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, Sandbox, SpawnErr
 pub const FORK_SPIN: Duration = Duration::from_micros(300);
 
 /// How long a fork may take before the zygote is considered hung.
-pub const FORK_TIMEOUT: Duration = Duration::from_millis(500);
+pub const FORK_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Messages read from a zygote per call, at most (one that floods its socket cannot hold the
+/// caller in a loop).
+const READ_BATCH: usize = 64;
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Where a zygote stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +85,13 @@ pub struct ChildSpec<'a> {
 /// One zygote process and its control socket.
 #[derive(Debug)]
 pub struct Zygote {
+    id: u64,
     process: Environment,
     control: OwnedFd,
     state: ZygoteState,
     seq: u64,
+    /// Children forked and not yet reported exited, by pid in the zygote's namespace.
+    children: std::collections::HashSet<u64>,
     /// Exit statuses reported and not yet claimed, by pid in the zygote's namespace.
     exits: HashMap<u64, ExitStatus>,
     started: Instant,
@@ -100,14 +109,21 @@ impl Zygote {
             ..spec.clone()
         })?;
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             process,
             control,
             state: ZygoteState::Starting,
             seq: 0,
+            children: std::collections::HashSet::new(),
             exits: HashMap::new(),
             started: Instant::now(),
             devnull: devnull.into(),
         })
+    }
+
+    /// This zygote's number, unique in the process (exit reports belong to one zygote).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The zygote process itself.
@@ -138,7 +154,7 @@ impl Zygote {
     /// Reads every queued message; `Err` says why the zygote is broken.
     fn read_pending(&mut self) -> Result<(), String> {
         let mut fds = Vec::new();
-        loop {
+        for _ in 0..READ_BATCH {
             match protocol::recv(&self.control, &mut fds, true) {
                 Ok(Some(message)) => self.take(message, &fds)?,
                 Ok(None) => return Err("it closed its control socket (it exited)".into()),
@@ -147,6 +163,7 @@ impl Zygote {
             }
             fds.clear();
         }
+        Ok(())
     }
 
     /// Handles an unsolicited message.
@@ -164,9 +181,12 @@ impl Zygote {
                     Ok(code) => ExitStatus::Exited(code),
                     Err(signal) => ExitStatus::Signaled(signal),
                 };
-                // Bounded: a zygote that reports exits of children nobody claims is broken.
-                if self.exits.len() >= 4096 {
-                    return Err("it reported more exits than it has children".into());
+                // Only once per child it forked (which bounds what is kept).
+                if !self.children.remove(&message.b) {
+                    return Err(format!(
+                        "it reported the exit of {}, not a child it forked",
+                        message.b
+                    ));
                 }
                 self.exits.insert(message.b, status);
                 Ok(())
@@ -176,8 +196,10 @@ impl Zygote {
     }
 
     /// Forks a new environment. Blocks until the zygote answers (a fork takes well under a
-    /// millisecond; [`FORK_TIMEOUT`] at most). Returns the environment and its pid in the
-    /// zygote's namespace (the key of its exit report).
+    /// millisecond; [`FORK_TIMEOUT`] at most), then checks the pidfd it sent (a child of the
+    /// zygote), moves the child into its cgroup and lets it go on: the zygote never holds a
+    /// handle on any cgroup. Returns the environment and its pid in the zygote's namespace
+    /// (the key of its exit report).
     pub fn fork(
         &mut self,
         sandbox: &Sandbox,
@@ -188,28 +210,55 @@ impl Zygote {
         }
         let prepare = |e: &dyn std::fmt::Display| ForkError::Prepare(e.to_string());
         let cgroup = sandbox.env_cgroup(&child.limits).map_err(|e| prepare(&e))?;
-        let joins = cgroup
-            .as_ref()
-            .map(hearth_sandbox::EnvCgroup::join_fds)
-            .transpose()
-            .map_err(|e| prepare(&e))?
-            .unwrap_or_default();
-        let (errors, error_write) = hearth_sandbox::setup_error_pipe().map_err(|e| prepare(&e))?;
-        let mut fds: Vec<RawFd> = vec![
+        let release = |cgroup: Option<hearth_sandbox::EnvCgroup>| {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.release();
+            }
+        };
+        // The child blocks reading the go-ahead: that pipe's read end is blocking.
+        let pipes = hearth_sandbox::setup_error_pipe()
+            .and_then(|errors| Ok((errors, hearth_sandbox::pipe(false)?)));
+        let ((errors, error_write), (go_read, go_write)) = match pipes {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                release(cgroup);
+                return Err(prepare(&e));
+            }
+        };
+        let fds = [
             child.channel.as_raw_fd(),
             child.stdout.unwrap_or(self.devnull.as_fd()).as_raw_fd(),
             child.stderr.unwrap_or(self.devnull.as_fd()).as_raw_fd(),
             error_write.as_raw_fd(),
+            go_read.as_raw_fd(),
         ];
-        fds.extend(joins.iter().map(AsRawFd::as_raw_fd));
         self.seq += 1;
         let request = Message::new(Kind::Fork, self.seq, child.tmp_bytes, 0);
         if let Err(e) = protocol::send(self.control.as_fd(), &request, &fds) {
+            release(cgroup);
             return Err(self.broken(format!("sending the fork request: {e}")));
         }
-        drop(error_write);
-        let (pid, pidfd) = self.await_forked()?;
-        Ok((Environment::adopt(pidfd, errors, cgroup), pid))
+        drop((error_write, go_read));
+        let (pid, pidfd) = match self.await_forked() {
+            Ok(forked) => forked,
+            Err(e) => {
+                release(cgroup);
+                return Err(e);
+            }
+        };
+        let env = match Environment::adopt(pidfd, errors, cgroup, self.process.pid()) {
+            Ok(env) => env,
+            Err(e) => return Err(self.broken(e.to_string())),
+        };
+        self.children.insert(pid);
+        if let Err(e) = env.join_cgroup() {
+            // Dropping it kills it (it is waiting for the go-ahead) and frees the cgroup.
+            drop(env);
+            return Err(ForkError::Prepare(e.to_string()));
+        }
+        // The go-ahead; a child that is gone already shows up as its exit.
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(go_write), &[1]);
+        Ok((env, pid))
     }
 
     /// Waits for the `Forked` answer to the latest request: spinning first for
@@ -221,6 +270,11 @@ impl Zygote {
         let mut fds = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.broken(format!(
+                    "it did not answer a fork request within {FORK_TIMEOUT:?}"
+                )));
+            }
             let spinning = began.elapsed() < FORK_SPIN;
             let ready = if spinning {
                 std::hint::spin_loop();
@@ -231,11 +285,6 @@ impl Zygote {
             match ready {
                 Ok(false) if spinning => continue,
                 Ok(true) => {}
-                Ok(false) if left.is_zero() => {
-                    return Err(self.broken(format!(
-                        "it did not answer a fork request within {FORK_TIMEOUT:?}"
-                    )))
-                }
                 Ok(false) => continue,
                 Err(e) => return Err(self.broken(format!("waiting for it: {e}"))),
             }
@@ -259,6 +308,9 @@ impl Zygote {
                 )));
             }
             if message.c != 0 {
+                if !fds.is_empty() {
+                    return Err(self.broken("its failed fork carried descriptors".into()));
+                }
                 let errno = i32::try_from(message.c).unwrap_or(libc::EIO);
                 return Err(ForkError::Fork(io::Error::from_raw_os_error(errno)));
             }
@@ -296,9 +348,10 @@ impl Zygote {
         }
     }
 
-    /// Forgets a child's exit report (its environment was killed and nobody needs the status).
+    /// Forgets a child (its environment is gone and nobody needs its status).
     pub fn forget(&mut self, pid: u64) {
         self.exits.remove(&pid);
+        self.children.remove(&pid);
     }
 }
 
@@ -329,6 +382,7 @@ mod tests {
             (ChildStep::DropCapabilities, Step::DropCapabilities),
             (ChildStep::LandlockRestrict, Step::LandlockRestrict),
             (ChildStep::Seccomp, Step::Seccomp),
+            (ChildStep::EnterNamespaces, Step::EnterNamespaces),
         ] {
             assert_eq!(child as u32, step as u32, "{child:?}");
         }

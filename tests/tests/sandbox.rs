@@ -111,6 +111,7 @@ fn the_probe_sees_an_isolated_environment() {
     assert_eq!(report["cap_bnd"], "0000000000000000");
     assert_eq!(report["cap_amb"], "0000000000000000");
     assert_eq!(report["no_new_privs"], "1");
+    assert_eq!(report["groups"], "", "no supplementary groups");
     // Only SIGPIPE, which the function's own Rust runtime ignores when it starts (every Rust
     // main does); nothing inherited from the daemon.
     assert_eq!(report["sig_ign"], "0000000000001000", "ignored signals");

@@ -122,6 +122,7 @@ fn forked_environments_are_isolated_like_any_environment() {
             assert_eq!(report[caps], "0000000000000000", "{caps}");
         }
         assert_eq!(report["no_new_privs"], "1");
+        assert_eq!(report["groups"], "", "no supplementary groups");
         assert_eq!(report["seccomp"], "2");
         assert_eq!(report["sig_blk"], "0000000000000000", "no signal blocked");
         assert_eq!(
@@ -198,12 +199,12 @@ fn wait_gone(pid: i32) {
 }
 
 #[test]
-fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
+fn a_child_that_is_not_moved_into_its_cgroup_never_runs_function_code() {
     use hearth_ipc::zygote::{self as protocol, ChildStep, Kind, Message};
     use hearth_ipc::RequestMeta;
     use std::os::fd::AsRawFd;
     let f = fixture();
-    // Drive the zygote's protocol directly, as a hostile or buggy scheduler would.
+    // Drive the zygote's protocol directly, as a scheduler that failed half-way would.
     let (control, theirs) = protocol::socket_pair().unwrap();
     let env = vec![
         ("_HANDLER".to_owned(), "echo".to_owned()),
@@ -236,7 +237,7 @@ fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
             .map(|m| m.kind),
         Some(Kind::Ready)
     );
-    // Too few descriptors: ignored, no child.
+    // The wrong number of descriptors: ignored, no child.
     let devnull = std::fs::File::open("/dev/null").unwrap();
     protocol::send(
         control.as_fd(),
@@ -244,13 +245,13 @@ fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
         &[devnull.as_raw_fd()],
     )
     .unwrap();
-    // A "cgroup.procs" the child cannot write (open read-only): the child must stop there.
+    // A child whose go-ahead never comes (its cgroup could not be joined): it must stop there.
     let mut channel = HostChannel::create().unwrap();
     channel
         .submit(b"function code ran", &RequestMeta::default())
         .unwrap();
     let (errors, error_write) = hearth_sandbox::setup_error_pipe().unwrap();
-    let not_writable = std::fs::File::open("/dev/null").unwrap();
+    let (go_read, go_write) = hearth_sandbox::pipe(false).unwrap();
     protocol::send(
         control.as_fd(),
         &Message::new(Kind::Fork, 2, 1 << 20, 0),
@@ -259,15 +260,17 @@ fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
             devnull.as_raw_fd(),
             devnull.as_raw_fd(),
             error_write.as_raw_fd(),
-            not_writable.as_raw_fd(),
+            go_read.as_raw_fd(),
         ],
     )
     .unwrap();
-    drop(error_write);
+    drop((error_write, go_read));
     fds.clear();
     let forked = protocol::recv(&control, &mut fds, false).unwrap().unwrap();
     assert_eq!((forked.kind, forked.a, forked.c), (Kind::Forked, 2, 0));
-    let mut child = Environment::adopt(fds.pop().unwrap(), errors, None);
+    let mut child = Environment::adopt(fds.pop().unwrap(), errors, None, process.pid())
+        .expect("a pidfd of the zygote's child");
+    drop(go_write);
     let deadline = Instant::now() + Duration::from_secs(5);
     let failure = loop {
         if let SetupState::Failed(failure) = child.poll_setup() {
@@ -281,7 +284,7 @@ fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
         ChildStep::JoinCgroup as u32,
         "{failure}"
     );
-    assert_eq!(failure.errno, libc::EBADF);
+    assert_eq!(failure.errno, libc::EPIPE);
     // It exited with 127, as the zygote reports, and never answered the request.
     let exited = protocol::recv(&control, &mut fds, false).unwrap().unwrap();
     assert_eq!(exited.kind, Kind::Exited);
@@ -292,6 +295,15 @@ fn a_child_that_fails_to_join_its_cgroup_never_runs_function_code() {
         channel.poll(&mut out).unwrap().is_none(),
         "function code ran"
     );
+    // A pidfd that is not a child of the zygote's is refused.
+    let me = std::fs::File::open("/dev/null").unwrap();
+    assert!(Environment::adopt(
+        me.into(),
+        hearth_sandbox::setup_error_pipe().unwrap().0,
+        None,
+        process.pid()
+    )
+    .is_err());
     // The zygote goes on serving.
     assert!(process.try_wait().unwrap().is_none());
     process.kill();
@@ -476,5 +488,144 @@ mod engine {
         }
         assert_eq!(f.zygote_pids().len(), 1, "the zygote is still initialising");
         assert_eq!(f.engine.stats()[0].zygote, 0);
+    }
+}
+
+// ----- Python -----------------------------------------------------------------------------
+
+#[path = "common/runtime.rs"]
+mod runtime;
+
+mod python {
+    use std::time::{Duration, Instant};
+
+    use hearth_scheduler::{FunctionError, Launch, Start};
+
+    use super::runtime::{code, Answer, RuntimeFixture};
+
+    const APP: &str = r#"
+import os, random, sys
+loaded = random.random()
+
+def handler(event, context):
+    print("handled", event)
+    fresh = not os.path.exists("/tmp/used")
+    open("/tmp/used", "w").close()
+    return {
+        "event": event,
+        "pid": os.getpid(),
+        "random": random.random(),
+        "loaded": loaded,
+        "request_id": context.aws_request_id,
+        "arn": context.invoked_function_arn,
+        "remaining_ok": 0 < context.get_remaining_time_in_millis() <= 3000,
+        "fresh_tmp": fresh,
+        "uid": os.getuid(),
+        "hostname": open("/proc/sys/kernel/hostname").read().strip(),
+    }
+
+def fail(event, context):
+    raise ValueError("bad input: %s" % event)
+"#;
+
+    fn function(f: &RuntimeFixture, name: &str, dir: &std::path::Path, handler: &str) {
+        f.create(name, dir, |c| {
+            c.handler = handler.into();
+            c.runtime = "python3.11".into();
+            c.command = "/usr/bin/python3".into();
+            c.args = vec!["/var/runtime/python/bootstrap.py".into()];
+            assert_eq!(c.launch, Launch::RuntimeApi);
+        });
+    }
+
+    /// Invokes `name` in a new environment (its idle ones retired first).
+    fn invoke_new(f: &RuntimeFixture, name: &str, payload: &[u8]) -> Answer {
+        let owned = name.to_owned();
+        f.engine
+            .on_shard(0, move |shard| {
+                let function = shard.function(&owned).unwrap();
+                shard.retire_idle(&function);
+                shard.housekeeping();
+            })
+            .unwrap();
+        f.invoke(name, payload).expect("invoke")
+    }
+
+    fn until_zygote(f: &RuntimeFixture, name: &str) -> Answer {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = invoke_new(f, name, b"1");
+            if answer.outcome.start == Start::Zygote {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "no zygote start within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn python_environments_fork_from_an_imported_handler() {
+        let f = RuntimeFixture::start();
+        let dir = code(&[("app.py", APP, false)]);
+        function(&f, "py", dir.path(), "app.handler");
+        let first = until_zygote(&f, "py");
+        let second = invoke_new(&f, "py", br#"{"k": [1, 2]}"#);
+        assert_eq!(second.outcome.start, Start::Zygote);
+        for answer in [&first, &second] {
+            assert_eq!(answer.outcome.error, None, "{}", answer.text());
+            let body = answer.json();
+            assert_eq!(body["pid"], 1, "first process of its own pid namespace");
+            assert_eq!(body["uid"], 65534);
+            assert_eq!(body["hostname"], "hearth");
+            assert_eq!(body["fresh_tmp"], true, "a /tmp of its own");
+            assert_eq!(body["remaining_ok"], true);
+            assert_eq!(
+                body["request_id"].as_str(),
+                Some(answer.request_id().as_str())
+            );
+            assert_eq!(
+                body["arn"],
+                "arn:aws:lambda:us-east-1:123456789012:function:py"
+            );
+            assert!(answer.log.ends_with("Start: zygote\t\n"), "{}", answer.log);
+            assert!(answer.log.contains("\nhandled "), "{}", answer.log);
+        }
+        assert_eq!(second.json()["event"], serde_json::json!({"k": [1, 2]}));
+        assert_eq!(
+            first.json()["loaded"],
+            second.json()["loaded"],
+            "imported once"
+        );
+        // Python's own fork handlers ran: each child reseeded its random generator.
+        assert_ne!(first.json()["random"], second.json()["random"]);
+        // The same environment again: warm, its /tmp kept.
+        let warm = f.invoke("py", b"3").expect("invoke");
+        assert_eq!(warm.outcome.start, Start::Warm);
+        assert_eq!(warm.json()["fresh_tmp"], false);
+    }
+
+    #[test]
+    fn python_errors_from_a_forked_environment_are_lambdas_documents() {
+        let f = RuntimeFixture::start();
+        let dir = code(&[("app.py", APP, false)]);
+        function(&f, "pyerr", dir.path(), "app.fail");
+        let answer = until_zygote(&f, "pyerr");
+        assert_eq!(answer.outcome.error, Some(FunctionError::Handled));
+        let doc = answer.json();
+        assert_eq!(doc["errorType"], "ValueError");
+        assert_eq!(doc["errorMessage"], "bad input: 1");
+    }
+
+    #[test]
+    fn a_python_import_error_never_makes_a_zygote_and_is_reported_as_lambda_does() {
+        let f = RuntimeFixture::start();
+        let dir = code(&[("app.py", "import no_such_module\n", false)]);
+        function(&f, "broken", dir.path(), "app.handler");
+        for _ in 0..3 {
+            let answer = invoke_new(&f, "broken", b"1");
+            assert_eq!(answer.outcome.start, Start::Cold);
+            assert_eq!(answer.json()["errorType"], "Runtime.ImportModuleError");
+            std::thread::sleep(Duration::from_millis(150));
+        }
     }
 }

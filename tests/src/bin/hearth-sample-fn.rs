@@ -432,6 +432,7 @@ mod probe {
             "cap_eff": status_field("CapEff"), "cap_prm": status_field("CapPrm"),
             "cap_bnd": status_field("CapBnd"), "cap_amb": status_field("CapAmb"),
             "no_new_privs": status_field("NoNewPrivs"), "seccomp": status_field("Seccomp"),
+            "groups": status_field("Groups"),
             "sig_ign": status_field("SigIgn"), "sig_blk": status_field("SigBlk"),
             "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
             "passwd": std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
