@@ -55,6 +55,9 @@ impl Containment {
         }
         let mut orphans = FunctionConfig::new("orphans", code.path(), "orphans");
         orphans.timeout = Duration::from_secs(1);
+        // Environments started from nothing: the scenario counts every process of the
+        // function, and a zygote would be one that rightly outlives each environment.
+        orphans.zygote = false;
         engine.create_function(orphans)?;
         Ok(Self {
             engine: Arc::new(engine),

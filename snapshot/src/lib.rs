@@ -37,6 +37,9 @@ pub const FORK_TIMEOUT: Duration = Duration::from_millis(100);
 /// caller in a loop).
 const READ_BATCH: usize = 64;
 
+/// Children a zygote may have forked and not reported exited.
+const MAX_CHILDREN: usize = 4096;
+
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Where a zygote stands.
@@ -90,8 +93,9 @@ pub struct Zygote {
     control: OwnedFd,
     state: ZygoteState,
     seq: u64,
-    /// Children forked and not yet reported exited, by pid in the zygote's namespace.
-    children: std::collections::HashSet<u64>,
+    /// Children forked and not yet reported exited, by pid in the zygote's namespace, and
+    /// whether their exit status is still wanted (false once their environment is gone).
+    children: HashMap<u64, bool>,
     /// Exit statuses reported and not yet claimed, by pid in the zygote's namespace.
     exits: HashMap<u64, ExitStatus>,
     started: Instant,
@@ -114,7 +118,7 @@ impl Zygote {
             control,
             state: ZygoteState::Starting,
             seq: 0,
-            children: std::collections::HashSet::new(),
+            children: HashMap::new(),
             exits: HashMap::new(),
             started: Instant::now(),
             devnull: devnull.into(),
@@ -181,15 +185,19 @@ impl Zygote {
                     Ok(code) => ExitStatus::Exited(code),
                     Err(signal) => ExitStatus::Signaled(signal),
                 };
-                // Only once per child it forked (which bounds what is kept).
-                if !self.children.remove(&message.b) {
-                    return Err(format!(
+                // Only once per child it forked (which bounds what is kept); kept only for a
+                // child whose environment still wants it.
+                match self.children.remove(&message.b) {
+                    Some(true) => {
+                        self.exits.insert(message.b, status);
+                        Ok(())
+                    }
+                    Some(false) => Ok(()),
+                    None => Err(format!(
                         "it reported the exit of {}, not a child it forked",
                         message.b
-                    ));
+                    )),
                 }
-                self.exits.insert(message.b, status);
-                Ok(())
             }
             kind => Err(format!("it sent {kind:?} out of turn")),
         }
@@ -207,6 +215,11 @@ impl Zygote {
     ) -> Result<(Environment, u64), ForkError> {
         if *self.poll() != ZygoteState::Ready {
             return Err(ForkError::NotReady);
+        }
+        if self.children.len() >= MAX_CHILDREN {
+            return Err(self.broken(format!(
+                "it has reported no exit for {MAX_CHILDREN} of its children"
+            )));
         }
         let prepare = |e: &dyn std::fmt::Display| ForkError::Prepare(e.to_string());
         let cgroup = sandbox.env_cgroup(&child.limits).map_err(|e| prepare(&e))?;
@@ -250,7 +263,7 @@ impl Zygote {
             Ok(env) => env,
             Err(e) => return Err(self.broken(e.to_string())),
         };
-        self.children.insert(pid);
+        self.children.insert(pid, true);
         if let Err(e) = env.join_cgroup() {
             // Dropping it kills it (it is waiting for the go-ahead) and frees the cgroup.
             drop(env);
@@ -348,10 +361,13 @@ impl Zygote {
         }
     }
 
-    /// Forgets a child (its environment is gone and nobody needs its status).
+    /// Forgets a child's status (its environment is gone and nobody needs it); its exit
+    /// report, if it has not come yet, is then accepted and dropped.
     pub fn forget(&mut self, pid: u64) {
         self.exits.remove(&pid);
-        self.children.remove(&pid);
+        if let Some(wanted) = self.children.get_mut(&pid) {
+            *wanted = false;
+        }
     }
 }
 

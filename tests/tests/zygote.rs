@@ -400,6 +400,22 @@ mod engine {
     }
 
     #[test]
+    fn one_zygote_serves_many_cold_starts_in_a_row() {
+        let f = fixture("z", |_| {});
+        f.until_zygote("z");
+        let zygote = f.zygote_pids();
+        // Each environment is retired before the next: their exits are reported after hearth
+        // has let them go, which must not count against the zygote.
+        for i in 0..50 {
+            let payload = format!("call {i}");
+            let (outcome, body) = f.invoke_new("z", payload.as_bytes());
+            assert_eq!(outcome.start, Start::Zygote, "call {i}");
+            assert_eq!(body, payload.as_bytes());
+        }
+        assert_eq!(f.zygote_pids(), zygote, "the same zygote throughout");
+    }
+
+    #[test]
     fn a_killed_zygote_is_replaced_and_no_invocation_is_lost() {
         let f = fixture("z", |_| {});
         f.until_zygote("z");
