@@ -292,14 +292,39 @@ impl CgroupInstance {
 
 impl Drop for CgroupInstance {
     fn drop(&mut self) {
-        if let Ok(mut ready) = self.ready.lock() {
-            for mut cgroup in ready.drain(..) {
-                let _ = cgroup.remove();
+        // A cgroup whose last process was just reaped can refuse removal for a moment (EBUSY
+        // while the kernel finishes that exit): retry for up to 200 ms.
+        let mut left: Vec<EnvCgroup> = self
+            .ready
+            .lock()
+            .map(|mut ready| ready.drain(..).collect())
+            .unwrap_or_default();
+        for _ in 0..100 {
+            left.retain_mut(|cgroup| {
+                if cgroup.process_count() > 0 {
+                    let _ = cgroup.kill();
+                }
+                cgroup.remove().is_err()
+            });
+            let instance_gone = self
+                .dirs
+                .iter()
+                .all(|dir| fs::remove_dir(dir).is_ok() || !dir.exists());
+            if left.is_empty() && instance_gone {
+                return;
             }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        for dir in &self.dirs {
-            let _ = fs::remove_dir(dir);
-        }
+        let remaining: Vec<String> = self
+            .dirs
+            .iter()
+            .filter_map(|d| fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path().display().to_string())
+            .collect();
+        tracing::warn!(?remaining, "cgroups left behind at shutdown");
     }
 }
 

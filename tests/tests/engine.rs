@@ -568,10 +568,24 @@ fn shutdown_leaves_no_process_or_cgroup_behind() {
     for cgroup in &cgroups {
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     }
+    let inside = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| {
+                        let procs = std::fs::read_to_string(e.path().join("cgroup.procs"));
+                        format!("{} (procs: {procs:?})", e.path().display())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     assert!(
         !instance.exists(),
-        "the engine's cgroup subtree {} left behind",
-        instance.display()
+        "the engine's cgroup subtree {} left behind, holding {:?}",
+        instance.display(),
+        inside(&instance)
     );
 }
 
