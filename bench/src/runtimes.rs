@@ -145,6 +145,7 @@ def handler(event, context):
         for (name, heap_mb) in ZYGOTE_HEAPS {
             let mut config = function(name, heavy.path(), "heavy.handler", PYTHON, &py_args);
             config.runtime = "python3.11".into();
+            config.zygote = true;
             config.memory_mb = 1024;
             config
                 .environment

@@ -54,7 +54,9 @@ impl Bench {
         let mut cold = function("cold", "echo", 1);
         cold.zygote = false;
         engine.create_function(cold)?;
-        engine.create_function(function("cold-zygote", "echo", 1))?;
+        let mut zygote = function("cold-zygote", "echo", 1);
+        zygote.zygote = true;
+        engine.create_function(zygote)?;
         engine.create_function(function("idle", "sleep", 1))?;
         Ok(Self {
             engine,

@@ -8,7 +8,7 @@
 //! | kind | from | fields | descriptors |
 //! |---|---|---|---|
 //! | `Ready` | zygote | | |
-//! | `Fork` | scheduler | `a` = sequence number, `b` = `/tmp` size in bytes | channel, stdout, stderr, error pipe, then each `cgroup.procs` to join |
+//! | `Fork` | scheduler | `a` = sequence number, `b` = `/tmp` size in bytes, `c` = flags (bit 0: the child restricts itself with landlock) | channel, stdout, stderr, error pipe, go-ahead pipe (read end) |
 //! | `Forked` | zygote | `a` = sequence number, `b` = child's pid in the zygote's namespace, `c` = errno (0: forked) | the child's pidfd (when forked) |
 //! | `Exited` | zygote | `b` = child's pid in the zygote's namespace, `c` = [`encode_status`] | |
 //!
@@ -84,9 +84,16 @@ impl Message {
 }
 
 /// A connected pair of control sockets: (scheduler's end, zygote's end), both close-on-exec.
+/// The scheduler's end is non-blocking: a zygote that stops reading cannot make a send block
+/// (it fails with `WouldBlock` instead).
 pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    sys::seqpacket_pair()
+    let (ours, theirs) = sys::seqpacket_pair()?;
+    sys::set_nonblocking(ours.as_fd())?;
+    Ok((ours, theirs))
 }
+
+/// Flag of a `Fork` request: the child restricts itself with landlock.
+pub const FORK_LANDLOCK: u64 = 1;
 
 /// Most descriptors a message may carry.
 pub const MAX_FDS: usize = sys::MAX_FDS;

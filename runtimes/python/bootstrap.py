@@ -283,11 +283,14 @@ def become_environment(lib, fd):
         try:
             pid = os.fork()
         except OSError as e:
-            lib.hearth_zygote_fork_failed(e.errno or 5)
-            continue
-        if pid == 0:
-            return ChannelClient(lib, lib.hearth_zygote_child())
-        lib.hearth_zygote_forked(pid)
+            rc = lib.hearth_zygote_fork_failed(e.errno or 5)
+        else:
+            if pid == 0:
+                return ChannelClient(lib, lib.hearth_zygote_child())
+            rc = lib.hearth_zygote_forked(pid)
+        if rc != 0:
+            write_stderr("hearth python runtime: zygote: errno {}\n".format(-rc))
+            sys.exit(70)
 
 
 class Unbuffered:

@@ -121,6 +121,9 @@ pub(crate) struct Zygote {
     request: Option<(Message, Vec<OwnedFd>)>,
     /// This process's own pid namespace, to return to after `prepare_fork`.
     own_pid_ns: Option<OwnedFd>,
+    /// Children it forked for hearth and has not reaped: only their exits are reported (other
+    /// processes, such as orphans reparented to it, are reaped silently).
+    forked: std::collections::HashSet<i32>,
 }
 
 impl Zygote {
@@ -151,6 +154,7 @@ impl Zygote {
             sigchld: Some(sigchld),
             request: None,
             own_pid_ns: None,
+            forked: std::collections::HashSet::new(),
         })
     }
 
@@ -184,7 +188,8 @@ impl Zygote {
                 if let Some(s) = &self.sigchld {
                     s.drain();
                 }
-                reap(self.control()?)?;
+                let control = self.control.as_ref().ok_or(ZygoteError::Closed)?;
+                reap(control, &mut self.forked)?;
             }
             if polled[0].revents == 0 {
                 continue;
@@ -232,6 +237,7 @@ impl Zygote {
         }
         // SAFETY: pidfd_open returned a new fd that this process owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).unwrap_or(-1)) };
+        self.forked.insert(pid);
         self.reply(pid.unsigned_abs().into(), &pidfd)
     }
 
@@ -275,7 +281,14 @@ impl Zygote {
             // SAFETY: _exit without running any of the zygote's handlers.
             unsafe { libc::_exit(127) }
         });
-        let kept = (&self.filter[..], self.ruleset, &self.bounding[..]);
+        // hearth says whether its children are landlocked (bit 0 of `c`): then the ruleset must
+        // be there, and a child without it fails rather than run unrestricted.
+        let ruleset = if request.c & 1 != 0 {
+            Some(self.ruleset.unwrap_or(-1))
+        } else {
+            None
+        };
+        let kept = (&self.filter[..], ruleset, &self.bounding[..]);
         let channel = child(&fds, request.b, kept);
         // Their numbers were closed or reused during the child's setup.
         std::mem::forget(fds);
@@ -338,8 +351,8 @@ fn collapse_into_huge_pages() {
     }
 }
 
-/// Reaps every exited child and tells the scheduler how each ended.
-fn reap(control: &OwnedFd) -> Result<(), ZygoteError> {
+/// Reaps every exited child and tells the scheduler how each one it forked for it ended.
+fn reap(control: &OwnedFd, forked: &mut std::collections::HashSet<i32>) -> Result<(), ZygoteError> {
     loop {
         // SAFETY: waitid writes into a zeroed siginfo.
         let (r, info) = unsafe {
@@ -351,6 +364,9 @@ fn reap(control: &OwnedFd) -> Result<(), ZygoteError> {
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
         if r < 0 || pid == 0 {
             return Ok(());
+        }
+        if !forked.remove(&pid) {
+            continue;
         }
         let encoded = if info.si_code == libc::CLD_EXITED {
             zygote::encode_status(Some(status), None)

@@ -559,6 +559,15 @@ impl EnvCgroup {
     }
 }
 
+impl Drop for EnvCgroup {
+    /// A cgroup dropped without [`EnvCgroup::release`] (an environment that failed to start, a
+    /// release that gave up) is removed if it can be, so that no empty directory outlives the
+    /// daemon. One given back to the pool is not dropped until the pool is.
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
 fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     let mut f = fs::OpenOptions::new()
         .write(true)

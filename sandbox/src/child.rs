@@ -138,6 +138,8 @@ pub(crate) struct ChildPlan {
     pub seccomp: Vec<libc::sock_filter>,
     /// Set for a zygote (see [`ZygoteSetup`]).
     pub zygote: Option<ZygoteSetup>,
+    /// A zygote's `/tmp`, mounted after the landlock ruleset is made (see `plan::build`).
+    pub late_tmp: Option<FsOp>,
     pub exec: ExecPlan,
 }
 
@@ -334,17 +336,39 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     if let Some(landlock) = &plan.landlock {
         let ruleset = landlock_ruleset(landlock, sys)?;
         if plan.zygote.is_some() {
-            // Kept for the children at fd 6 (not close-on-exec).
-            if ruleset != ZYGOTE_RULESET_FD {
-                let moved = sys.dup3(ruleset, ZYGOTE_RULESET_FD, false);
-                sys.close(ruleset);
-                at(Step::LandlockCreate, moved)?;
-            }
+            // Kept for the children at fd 6, not close-on-exec (landlock makes its rulesets
+            // close-on-exec, and the new fd may already be 6): moved out of the way first.
+            let high = sys.dup_above(ruleset, 10);
+            sys.close(ruleset);
+            let high = at(Step::LandlockCreate, high)?;
+            let moved = sys.dup3(high, ZYGOTE_RULESET_FD, false);
+            sys.close(high);
+            at(Step::LandlockCreate, moved)?;
         } else {
             let restricted = sys.landlock_restrict(ruleset);
             sys.close(ruleset);
             at(Step::LandlockRestrict, restricted)?;
         }
+    }
+    if let Some(FsOp::Mount {
+        source,
+        target,
+        fstype,
+        flags,
+        data,
+        step,
+    }) = &plan.late_tmp
+    {
+        at(
+            *step,
+            sys.mount(
+                source.as_deref(),
+                target,
+                fstype.as_deref(),
+                *flags,
+                data.as_deref(),
+            ),
+        )?;
     }
     at(Step::UnblockSignals, sys.unblock_signals())?;
     at(Step::Seccomp, sys.seccomp(&plan.seccomp))?;

@@ -179,24 +179,15 @@ pub(crate) fn filesystem(
             ));
         }
     }
-    ops.extend([
-        mount(
-            Some(CString::from(c"tmpfs")),
-            under("tmp")?,
-            Some("tmpfs"),
-            MS_NOSUID | MS_NODEV,
-            Some(format!("size={tmp_bytes},mode=1777")),
-            Step::MountTmp,
-        ),
-        mount(
-            Some(CString::from(c"proc")),
-            under("proc")?,
-            Some("proc"),
-            MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            None,
-            Step::MountProc,
-        ),
-    ]);
+    ops.push(tmp_mount(under("tmp")?, tmp_bytes));
+    ops.extend([mount(
+        Some(CString::from(c"proc")),
+        under("proc")?,
+        Some("proc"),
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        None,
+        Step::MountProc,
+    )]);
     for dev in root::devices() {
         let host = cstring("device", &format!("/dev/{dev}"))?;
         ops.push(mount(
@@ -234,6 +225,18 @@ pub(crate) fn filesystem(
 }
 
 /// The parts of a plan that come from the sandbox rather than the spec.
+/// The size-limited tmpfs at `target`.
+fn tmp_mount(target: CString, tmp_bytes: u64) -> FsOp {
+    mount(
+        Some(CString::from(c"tmpfs")),
+        target,
+        Some("tmpfs"),
+        MS_NOSUID | MS_NODEV,
+        Some(format!("size={tmp_bytes},mode=1777")),
+        Step::MountTmp,
+    )
+}
+
 pub(crate) struct Fixed<'a> {
     pub root: &'a RootSkeleton,
     pub seccomp: &'a [libc::sock_filter],
@@ -327,6 +330,7 @@ pub(crate) fn build(
         zygote: fixed.zygote_filter.map(|_| ZygoteSetup {
             keep_caps: ZYGOTE_CAPS,
         }),
+        late_tmp: None,
         exec: ExecPlan::new(exec_path, args, env),
     })
 }
@@ -492,12 +496,18 @@ mod tests {
         // The ruleset is made and kept at fd 6 for the children, not applied; the children's
         // seccomp program (fd 40 here) is kept at fd 5; the zygote's own filter is loaded.
         assert!(!rec.calls.iter().any(|c| c.starts_with("landlock_restrict")));
-        assert!(at("landlock_create") < at("dup3 90 6"));
+        assert!(at("landlock_create") < at("dup_above 90"));
+        let kept = rec
+            .calls
+            .iter()
+            .position(|c| c.starts_with("dup3") && c.ends_with(" 6 false"))
+            .expect("the ruleset moved to fd 6, not close-on-exec");
+        assert!(at("dup_above 90") < kept);
         assert!(rec
             .calls
             .iter()
             .any(|c| c.starts_with("dup3") && c.ends_with(" 5 false")));
-        assert!(at("dup3 90 6") < at("seccomp"));
+        assert!(kept < at("seccomp"));
         assert_eq!(rec.calls.last().unwrap(), "execve /var/task/bootstrap");
     }
 

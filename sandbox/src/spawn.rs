@@ -139,6 +139,9 @@ pub enum SpawnError {
     /// `clone3`.
     #[error("clone3 of the environment process")]
     Clone(#[source] io::Error),
+    /// A zygote needs a user namespace, which the kernel does not create in a chroot.
+    #[error("zygotes need a user namespace, which the kernel does not create for a process in a chroot; environments start from nothing")]
+    ZygoteInChroot,
     /// Moving the new process to the environment's CPUs.
     #[error("setting the environment's CPU affinity")]
     Affinity(#[source] io::Error),
@@ -384,6 +387,9 @@ impl Sandbox {
     /// Starts an environment. Returns as soon as the process exists; it finishes its setup and
     /// executes `spec.command` on its own.
     pub fn spawn(&self, spec: &EnvSpec<'_>) -> Result<Environment, SpawnError> {
+        if spec.zygote && self.switch == plan::RootSwitch::Chroot {
+            return Err(SpawnError::ZygoteInChroot);
+        }
         let cgroup = self
             .cgroups
             .as_ref()

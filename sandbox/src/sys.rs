@@ -460,7 +460,8 @@ pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>, wait: Option<std::time::Durati
 /// `pidfd` is not a pidfd (or its process is gone).
 pub(crate) fn pidfd_info(pidfd: BorrowedFd<'_>) -> Option<(i32, i32)> {
     // PIDFD_GET_INFO (Linux 6.13+). Its struct pidfd_info, first version (64 bytes): mask
-    // (in: which fields), cgroupid, pid, tgid, ppid (u32 each), ... as seen by the caller.
+    // (in: which fields), cgroupid, pid, tgid, ppid (u32 each), ... as seen by the caller
+    // (read here as little-endian u64 words: x86_64).
     const PIDFD_GET_INFO: u64 = 0xC040_FF0B; // _IOWR(0xFF, 11, 64 bytes)
     const PIDFD_INFO_PID: u64 = 1;
     let mut info = [0u64; 8];
@@ -470,8 +471,10 @@ pub(crate) fn pidfd_info(pidfd: BorrowedFd<'_>) -> Option<(i32, i32)> {
     #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
     if r == 0 && info[0] & PIDFD_INFO_PID != 0 {
         let pid = (info[2] & 0xffff_ffff) as u32 as i32;
+        let tgid = (info[2] >> 32) as u32 as i32;
         let ppid = (info[3] & 0xffff_ffff) as u32 as i32;
-        return Some((pid, ppid));
+        // A pidfd of a thread (PIDFD_THREAD) names a thread, not a process.
+        return (pid == tgid).then_some((pid, ppid));
     }
     if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         return None;

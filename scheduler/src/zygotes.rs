@@ -23,10 +23,13 @@ const READY_LIMIT: Duration = Duration::from_secs(10);
 /// How long the shard waits for an exit status report to follow the exit (the zygote reaps on
 /// SIGCHLD; a status that comes later is "unknown").
 const STATUS_WAIT: Duration = Duration::from_millis(1);
-/// A zygote failing within this long of its predecessor's failure doubles the back-off.
+/// A zygote failing within this long after its predecessor's back-off ended doubles the
+/// back-off.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 /// Zygotes one shard keeps at most (idle ones are retired after the keep-alive).
 const MAX_ZYGOTES: usize = 64;
+/// How long a zygote that forks no more is kept for environments it forked that still run.
+const RETIRE_LIMIT: Duration = Duration::from_secs(3600);
 /// Zygotes started per maintenance pass.
 const STARTS_PER_PASS: usize = 2;
 
@@ -45,13 +48,16 @@ struct Entry {
 struct BackOff {
     failures: u32,
     until: Instant,
-    at: Instant,
 }
 
 /// The zygotes of one shard, by function revision id.
 #[derive(Debug, Default)]
 pub(crate) struct Zygotes {
     live: HashMap<u64, Entry>,
+    /// Zygotes that fork no more (retired, outdated or failed) but whose environments still
+    /// run: killing a zygote kills every environment it forked (they live in its pid
+    /// namespace), so each is kept until its last environment is gone, or [`RETIRE_LIMIT`].
+    retiring: Vec<(Entry, Instant)>,
     /// Revisions that want a zygote started (the next maintenance pass does it).
     wanted: Vec<Arc<Function>>,
     backoff: HashMap<u64, BackOff>,
@@ -110,10 +116,7 @@ impl Zygotes {
         &mut self,
         (function_id, zygote_id, pid): (u64, u64, u64),
     ) -> Option<ExitStatus> {
-        let entry = self.live.get_mut(&function_id)?;
-        if entry.zygote.id() != zygote_id {
-            return None;
-        }
+        let entry = self.entry(function_id, zygote_id)?;
         let status = entry.zygote.exit_status(pid, STATUS_WAIT);
         entry.zygote.forget(pid);
         status
@@ -121,10 +124,27 @@ impl Zygotes {
 
     /// Forgets a child whose environment is gone.
     pub(crate) fn forget(&mut self, (function_id, zygote_id, pid): (u64, u64, u64)) {
-        if let Some(entry) = self.live.get_mut(&function_id) {
-            if entry.zygote.id() == zygote_id {
-                entry.zygote.forget(pid);
-            }
+        if let Some(entry) = self.entry(function_id, zygote_id) {
+            entry.zygote.forget(pid);
+        }
+    }
+
+    /// Zygote `zygote_id`, live or retiring.
+    fn entry(&mut self, function_id: u64, zygote_id: u64) -> Option<&mut Entry> {
+        match self.live.get_mut(&function_id) {
+            Some(entry) if entry.zygote.id() == zygote_id => Some(entry),
+            _ => self
+                .retiring
+                .iter_mut()
+                .map(|(entry, _)| entry)
+                .find(|entry| entry.zygote.id() == zygote_id),
+        }
+    }
+
+    /// Stops forking from `entry`; it is killed once its environments are gone.
+    fn retire(&mut self, entry: Entry) {
+        if entry.zygote.has_live_children() {
+            self.retiring.push((entry, Instant::now()));
         }
     }
 
@@ -135,7 +155,7 @@ impl Zygotes {
             let failures = self
                 .backoff
                 .get(&id)
-                .filter(|b| now.duration_since(b.at) < FAILURE_MEMORY)
+                .filter(|b| now.saturating_duration_since(b.until) < FAILURE_MEMORY)
                 .map_or(0, |b| b.failures)
                 + 1;
             let delay = Duration::from_secs(1 << (failures - 1).min(6));
@@ -146,12 +166,12 @@ impl Zygotes {
                 retry_in = ?delay,
                 "zygote discarded; environments start from nothing meanwhile"
             );
+            self.retire(entry);
             self.backoff.insert(
                 id,
                 BackOff {
                     failures,
                     until: now + delay,
-                    at: now,
                 },
             );
         }
@@ -168,9 +188,20 @@ impl Zygotes {
     ) {
         let now = Instant::now();
         let mut failed = Vec::new();
-        self.live.retain(|_, entry| {
-            registry.is_current(entry.function.name(), entry.function.id())
-                && now.duration_since(entry.last_used) < keep_alive
+        let (keep, retired): (HashMap<u64, Entry>, HashMap<u64, Entry>) =
+            std::mem::take(&mut self.live)
+                .into_iter()
+                .partition(|(_, entry)| {
+                    registry.is_current(entry.function.name(), entry.function.id())
+                        && now.duration_since(entry.last_used) < keep_alive
+                });
+        self.live = keep;
+        for entry in retired.into_values() {
+            self.retire(entry);
+        }
+        self.retiring.retain_mut(|(entry, since)| {
+            let _ = entry.zygote.poll();
+            entry.zygote.has_live_children() && now.duration_since(*since) < RETIRE_LIMIT
         });
         for (&id, entry) in &mut self.live {
             if let Some(capture) = entry.capture.as_mut() {
@@ -235,7 +266,7 @@ impl Zygotes {
         let failures = self
             .backoff
             .get(&function.id())
-            .filter(|b| now.duration_since(b.at) < FAILURE_MEMORY)
+            .filter(|b| now.saturating_duration_since(b.until) < FAILURE_MEMORY)
             .map_or(0, |b| b.failures)
             + 1;
         tracing::warn!(
@@ -248,7 +279,6 @@ impl Zygotes {
             BackOff {
                 failures,
                 until: now + Duration::from_secs(1 << (failures - 1).min(6)),
-                at: now,
             },
         );
     }
@@ -264,6 +294,7 @@ impl Zygotes {
     /// Kills every zygote (and so every environment forked from one).
     pub(crate) fn clear(&mut self) {
         self.live.clear();
+        self.retiring.clear();
         self.wanted.clear();
     }
 }

@@ -246,7 +246,13 @@ impl Zygote {
             go_read.as_raw_fd(),
         ];
         self.seq += 1;
-        let request = Message::new(Kind::Fork, self.seq, child.tmp_bytes, 0);
+        // Not yet: landlock ignores the ruleset's /tmp rule for the tmpfs each child mounts
+        // over the zygote's (both are mount roots), so a landlocked child could not write its
+        // /tmp. Until children build their own ruleset they are not landlocked, which is why
+        // zygotes are off by default (`FunctionConfig::zygote`).
+        let _ = sandbox.landlock_abi();
+        let flags = 0;
+        let request = Message::new(Kind::Fork, self.seq, child.tmp_bytes, flags);
         if let Err(e) = protocol::send(self.control.as_fd(), &request, &fds) {
             release(cgroup);
             return Err(self.broken(format!("sending the fork request: {e}")));
@@ -263,12 +269,13 @@ impl Zygote {
             Ok(env) => env,
             Err(e) => return Err(self.broken(e.to_string())),
         };
-        self.children.insert(pid, true);
         if let Err(e) = env.join_cgroup() {
+            self.children.insert(pid, false);
             // Dropping it kills it (it is waiting for the go-ahead) and frees the cgroup.
             drop(env);
             return Err(ForkError::Prepare(e.to_string()));
         }
+        self.children.insert(pid, true);
         // The go-ahead; a child that is gone already shows up as its exit.
         let _ = std::io::Write::write_all(&mut std::fs::File::from(go_write), &[1]);
         Ok((env, pid))
@@ -359,6 +366,11 @@ impl Zygote {
             }
             let _ = protocol::wait_readable(self.control.as_fd(), left);
         }
+    }
+
+    /// Whether an environment it forked is still in use (its status still wanted).
+    pub fn has_live_children(&self) -> bool {
+        self.children.values().any(|wanted| *wanted)
     }
 
     /// Forgets a child's status (its environment is gone and nobody needs it); its exit
