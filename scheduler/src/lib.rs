@@ -56,6 +56,7 @@ mod sync;
 mod sys;
 #[cfg(not(loom))]
 mod uring;
+#[cfg(not(loom))]
 mod zygotes;
 
 #[cfg(not(loom))]
