@@ -138,8 +138,6 @@ pub(crate) struct ChildPlan {
     pub seccomp: Vec<libc::sock_filter>,
     /// Set for a zygote (see [`ZygoteSetup`]).
     pub zygote: Option<ZygoteSetup>,
-    /// A zygote's `/tmp`, mounted after the landlock ruleset is made (see `plan::build`).
-    pub late_tmp: Option<FsOp>,
     pub exec: ExecPlan,
 }
 
@@ -269,29 +267,7 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     }
     // 4. filesystem.
     for op in &plan.fs {
-        match op {
-            FsOp::Mount {
-                source,
-                target,
-                fstype,
-                flags,
-                data,
-                step,
-            } => at(
-                *step,
-                sys.mount(
-                    source.as_deref(),
-                    target,
-                    fstype.as_deref(),
-                    *flags,
-                    data.as_deref(),
-                ),
-            )?,
-            FsOp::Chdir { path, step } => at(*step, sys.chdir(path))?,
-            FsOp::PivotRoot => at(Step::PivotRoot, sys.pivot_root_dot())?,
-            FsOp::DetachOldRoot => at(Step::DetachOldRoot, sys.umount_detach_dot())?,
-            FsOp::ChrootDot => at(Step::Chroot, sys.chroot_dot())?,
-        }
+        fs_op(op, sys)?;
     }
     // 5. identity of the process, fds.
     at(Step::SetHostname, sys.sethostname(&plan.hostname))?;
@@ -350,16 +326,22 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
             at(Step::LandlockRestrict, restricted)?;
         }
     }
-    if let Some(FsOp::Mount {
-        source,
-        target,
-        fstype,
-        flags,
-        data,
-        step,
-    }) = &plan.late_tmp
-    {
-        at(
+    at(Step::UnblockSignals, sys.unblock_signals())?;
+    at(Step::Seccomp, sys.seccomp(&plan.seccomp))?;
+    Ok(())
+}
+
+/// One filesystem operation of step 4.
+fn fs_op<S: Sys>(op: &FsOp, sys: &mut S) -> Result<(), Failure> {
+    match op {
+        FsOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+            step,
+        } => at(
             *step,
             sys.mount(
                 source.as_deref(),
@@ -368,10 +350,12 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
                 *flags,
                 data.as_deref(),
             ),
-        )?;
+        )?,
+        FsOp::Chdir { path, step } => at(*step, sys.chdir(path))?,
+        FsOp::PivotRoot => at(Step::PivotRoot, sys.pivot_root_dot())?,
+        FsOp::DetachOldRoot => at(Step::DetachOldRoot, sys.umount_detach_dot())?,
+        FsOp::ChrootDot => at(Step::Chroot, sys.chroot_dot())?,
     }
-    at(Step::UnblockSignals, sys.unblock_signals())?;
-    at(Step::Seccomp, sys.seccomp(&plan.seccomp))?;
     Ok(())
 }
 

@@ -330,7 +330,6 @@ pub(crate) fn build(
         zygote: fixed.zygote_filter.map(|_| ZygoteSetup {
             keep_caps: ZYGOTE_CAPS,
         }),
-        late_tmp: None,
         exec: ExecPlan::new(exec_path, args, env),
     })
 }

@@ -315,6 +315,27 @@ fn zygote_capable(config: &crate::FunctionConfig) -> bool {
     }
 }
 
+/// A capture for a new process's stdout and stderr, when output is captured.
+fn new_capture(mode: FunctionOutput) -> std::io::Result<Option<Capture>> {
+    match mode {
+        FunctionOutput::Capture => Capture::new().map(Some),
+        FunctionOutput::Inherit | FunctionOutput::Discard => Ok(None),
+    }
+}
+
+/// Where a new process's stdout and stderr go (`None`: nowhere).
+fn output_fd<'a>(
+    mode: FunctionOutput,
+    capture: Option<&'a Capture>,
+    stderr: &'a std::io::Stderr,
+) -> Option<BorrowedFd<'a>> {
+    match mode {
+        FunctionOutput::Capture => capture.map(Capture::fd),
+        FunctionOutput::Inherit => Some(stderr.as_fd()),
+        FunctionOutput::Discard => None,
+    }
+}
+
 /// An environment's cgroup limits.
 fn env_limits(config: &crate::FunctionConfig) -> Limits {
     Limits {
@@ -788,18 +809,10 @@ impl Shard {
         };
         let local = self.local_cpus.is_some()
             && (!self.busy.is_empty() || self.concurrent_lately(Instant::now()));
-        let capture = match self.shared.config.function_output {
-            FunctionOutput::Capture => {
-                Some(Capture::new().map_err(|e| service("output capture", &e))?)
-            }
-            FunctionOutput::Inherit | FunctionOutput::Discard => None,
-        };
+        let mode = self.shared.config.function_output;
+        let capture = new_capture(mode).map_err(|e| service("output capture", &e))?;
         let stderr = std::io::stderr();
-        let output = match self.shared.config.function_output {
-            FunctionOutput::Capture => capture.as_ref().map(Capture::fd),
-            FunctionOutput::Inherit => Some(stderr.as_fd()),
-            FunctionOutput::Discard => None,
-        };
+        let output = output_fd(mode, capture.as_ref(), &stderr);
         // Runtime API functions start under hearth-init, which serves the API and starts the
         // function's program.
         let runtime_api = config.launch == Launch::RuntimeApi;
@@ -929,22 +942,16 @@ impl Shard {
     fn start_zygotes(&mut self) {
         for function in self.zygotes.take_wanted(&self.shared.registry) {
             let config = function.config();
-            let capture = match self.shared.config.function_output {
-                FunctionOutput::Capture => match Capture::new() {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        self.zygotes.start_failed(&function, &e.to_string());
-                        continue;
-                    }
-                },
-                FunctionOutput::Inherit | FunctionOutput::Discard => None,
+            let mode = self.shared.config.function_output;
+            let capture = match new_capture(mode) {
+                Ok(capture) => capture,
+                Err(e) => {
+                    self.zygotes.start_failed(&function, &e.to_string());
+                    continue;
+                }
             };
             let stderr = std::io::stderr();
-            let output = match self.shared.config.function_output {
-                FunctionOutput::Capture => capture.as_ref().map(Capture::fd),
-                FunctionOutput::Inherit => Some(stderr.as_fd()),
-                FunctionOutput::Discard => None,
-            };
+            let output = output_fd(mode, capture.as_ref(), &stderr);
             // Replaced by the control socket.
             let placeholder = stderr.as_fd();
             // A Python zygote runs the bootstrap itself (not under hearth-init) and loads the

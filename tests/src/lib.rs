@@ -259,3 +259,62 @@ pub fn assert_rootless_refused_in_chroot(out: &std::process::Output) {
     );
     eprintln!("in a chroot: rootless mode refused with a clear error, as it must be");
 }
+
+/// The checks of the sample function's `probe` report that hold in every environment, however
+/// it was started (from nothing, or forked from a zygote): identity, pid namespace, dropped
+/// privileges, seccomp, fds, read-only root, own `/tmp` and cgroup namespace.
+pub fn assert_isolated(report: &serde_json::Value) {
+    assert_eq!(report["uid"], 65534);
+    assert_eq!(report["pid"], 1, "first process of its own pid namespace");
+    assert_eq!(report["pids"], serde_json::json!(["1"]), "sees only itself");
+    assert_eq!(report["hostname"], "hearth");
+    for caps in ["cap_eff", "cap_prm", "cap_bnd", "cap_amb"] {
+        assert_eq!(report[caps], "0000000000000000", "{caps}");
+    }
+    assert_eq!(report["no_new_privs"], "1");
+    assert_eq!(report["groups"], "", "no supplementary groups");
+    assert_eq!(report["seccomp"], "2");
+    assert_eq!(report["sig_blk"], "0000000000000000", "no signal blocked");
+    assert_eq!(
+        report["sig_ign"], "0000000000001000",
+        "only SIGPIPE ignored"
+    );
+    let mut fds: Vec<String> = serde_json::from_value(report["fds"].clone()).unwrap();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2", "3"], "only stdio is inherited");
+    let sys = &report["syscalls"];
+    for denied in [
+        "mount",
+        "unshare",
+        "io_uring_setup",
+        "setns",
+        "chroot",
+        "ptrace",
+        "bpf",
+        "keyctl",
+        "perf_event_open",
+        "userfaultfd",
+        "clone_newns",
+    ] {
+        assert_eq!(sys[denied], libc::EPERM, "{denied} must fail with EPERM");
+    }
+    assert_eq!(sys["socket_netlink"], libc::ENOSYS);
+    let paths = &report["paths"];
+    assert_eq!(paths["write_root"], libc::EROFS);
+    assert_eq!(paths["write_task"], libc::EROFS);
+    assert_eq!(paths["write_usr"], libc::EROFS);
+    assert_eq!(paths["write_tmp"], "ok");
+    // A fresh /tmp: the directory does not exist yet.
+    assert_eq!(paths["mkdir_tmp"], "ok");
+    assert_eq!(paths["read_host_os_release"], libc::ENOENT);
+    assert_ne!(paths["write_proc_sysrq"], "ok");
+    assert!(
+        report["cgroup"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .all(|l| l.ends_with(":/")),
+        "cgroup namespace rooted at its own cgroup: {}",
+        report["cgroup"]
+    );
+}

@@ -98,63 +98,16 @@ fn the_probe_sees_an_isolated_environment() {
     assert_eq!(status, ResponseStatus::Ok);
     let report: Value = serde_json::from_slice(&body).unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
-    assert_eq!(report["uid"], 65534);
-    assert_eq!(report["pid"], 1, "first process of its own pid namespace");
-    assert_eq!(
-        report["pids"],
-        serde_json::json!(["1"]),
-        "sees only itself in /proc"
-    );
-    assert_eq!(report["hostname"], "hearth");
-    assert_eq!(report["cap_eff"], "0000000000000000");
-    assert_eq!(report["cap_prm"], "0000000000000000");
-    assert_eq!(report["cap_bnd"], "0000000000000000");
-    assert_eq!(report["cap_amb"], "0000000000000000");
-    assert_eq!(report["no_new_privs"], "1");
-    assert_eq!(report["groups"], "", "no supplementary groups");
-    // Only SIGPIPE, which the function's own Rust runtime ignores when it starts (every Rust
-    // main does); nothing inherited from the daemon.
-    assert_eq!(report["sig_ign"], "0000000000001000", "ignored signals");
-    assert_eq!(report["sig_blk"], "0000000000000000", "no signal blocked");
-    assert_eq!(report["seccomp"], "2");
+    hearth_tests::assert_isolated(&report);
     assert_eq!(
         report["interfaces"],
         serde_json::json!(["lo"]),
         "an empty network namespace"
     );
-    let mut fds: Vec<String> = serde_json::from_value(report["fds"].clone()).unwrap();
-    fds.sort();
-    // The runtime closes the channel fd once it has mapped it; 3 is the directory being listed.
-    assert_eq!(fds, ["0", "1", "2", "3"], "only stdio is inherited");
     let sys = &report["syscalls"];
-    for denied in [
-        "mount",
-        "unshare",
-        "io_uring_setup",
-        "setns",
-        "chroot",
-        "ptrace",
-        "bpf",
-        "keyctl",
-        "perf_event_open",
-        "userfaultfd",
-        "clone_newns",
-    ] {
-        assert_eq!(sys[denied], libc::EPERM, "{denied} must fail with EPERM");
-    }
     let paths = &report["paths"];
-    assert_eq!(paths["write_root"], libc::EROFS);
-    assert_eq!(paths["write_task"], libc::EROFS);
-    assert_eq!(paths["write_usr"], libc::EROFS);
-    assert_eq!(paths["write_tmp"], "ok");
-    assert_eq!(paths["mkdir_tmp"], "ok");
     assert_eq!(paths["read_task"], "ok");
     assert_eq!(paths["write_dev_null"], "ok");
-    assert_eq!(
-        paths["read_host_os_release"],
-        libc::ENOENT,
-        "the host's /etc is not visible"
-    );
     let passwd = report["passwd"].as_str().unwrap();
     assert!(passwd.contains("sbx_user:x:65534:65534"), "{passwd}");
     assert_eq!(
@@ -162,17 +115,6 @@ fn the_probe_sees_an_isolated_environment() {
         2,
         "only the skeleton's users: {passwd}"
     );
-    assert_ne!(paths["write_proc_sysrq"], "ok");
-    assert!(
-        report["cgroup"]
-            .as_str()
-            .unwrap()
-            .lines()
-            .all(|l| l.ends_with(":/")),
-        "cgroup namespace rooted at its own cgroup: {}",
-        report["cgroup"]
-    );
-    assert_eq!(sys["socket_netlink"], libc::ENOSYS);
     assert_eq!(sys["socket_packet"], libc::ENOSYS);
     let root: Vec<String> = serde_json::from_value(report["root"].clone()).unwrap();
     let mut root = root;

@@ -305,21 +305,9 @@ impl Policy {
     }
 }
 
-fn assert_none_unexpected(mode: &str, unexpected: &[String]) {
-    assert!(
-        unexpected.is_empty(),
-        "{} unexpected results ({mode}):\n{}",
-        unexpected.len(),
-        unexpected.join("\n")
-    );
-}
-
-#[test]
-fn every_syscall_number_is_refused_or_works_as_the_allowlist_says() {
-    require_root();
-    let began = Instant::now();
-    let policy = Policy::native();
-
+/// An engine (one shard, output inherited) with the sweep function ("sweep", 512 MB, 60 s),
+/// forked from a zygote when `zygote`; and its state directory.
+fn sweep_engine(zygote: bool) -> (Engine, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
     let engine = Engine::start(EngineConfig {
         shards: 1,
@@ -335,7 +323,27 @@ fn every_syscall_number_is_refused_or_works_as_the_allowlist_says() {
     let mut config = FunctionConfig::new("sweep", sweep_code_dir(), "sweep");
     config.memory_mb = 512;
     config.timeout = Duration::from_secs(60);
+    config.zygote = zygote;
     engine.create_function(config).expect("create function");
+    (engine, state)
+}
+
+fn assert_none_unexpected(mode: &str, unexpected: &[String]) {
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected results ({mode}):\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+}
+
+#[test]
+fn every_syscall_number_is_refused_or_works_as_the_allowlist_says() {
+    require_root();
+    let began = Instant::now();
+    let policy = Policy::native();
+
+    let (engine, _state) = sweep_engine(false);
 
     let invoked = Instant::now();
     let (outcome, body) = engine
@@ -366,23 +374,7 @@ fn every_syscall_number_is_refused_or_works_as_the_allowlist_says() {
 fn every_syscall_number_is_refused_or_works_as_the_allowlist_says_in_a_zygote_child() {
     require_root();
     let policy = Policy::native();
-    let state = tempfile::tempdir().unwrap();
-    let engine = Engine::start(EngineConfig {
-        shards: 1,
-        function_output: FunctionOutput::Inherit,
-        prepared_cgroups: 0,
-        sandbox: SandboxConfig {
-            state_dir: state.path().to_owned(),
-            ..SandboxConfig::default()
-        },
-        ..EngineConfig::default()
-    })
-    .expect("engine");
-    let mut config = FunctionConfig::new("sweep", sweep_code_dir(), "sweep");
-    config.memory_mb = 512;
-    config.timeout = Duration::from_secs(60);
-    config.zygote = true;
-    engine.create_function(config).expect("create function");
+    let (engine, _state) = sweep_engine(true);
     let new_environment = |event: &[u8]| {
         engine
             .on_shard(0, |shard| {
