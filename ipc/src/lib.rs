@@ -35,6 +35,7 @@ mod guest;
 #[cfg(not(loom))]
 mod host;
 pub mod lambda;
+pub mod landlock;
 pub mod layout;
 pub mod ring;
 mod sync;

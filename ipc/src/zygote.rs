@@ -181,6 +181,10 @@ pub enum ChildStep {
     DropBoundingSet = 28,
     /// `capset` to nothing.
     DropCapabilities = 33,
+    /// `landlock_create_ruleset` (or the rules hearth said to apply are missing).
+    LandlockCreate = 35,
+    /// Opening a rule's path, `landlock_add_rule`.
+    LandlockRule = 36,
     /// `landlock_restrict_self`.
     LandlockRestrict = 37,
     /// Loading the native seccomp program.

@@ -192,6 +192,15 @@ class RuntimeClient:
 # ---------------------------------------------------------------------------------------------
 
 
+def generated_trace_id(request_id):
+    """An X-Ray trace header for an invocation that came without one, as hearth-init makes it:
+    ``Root=1-<seconds, 8 hex>-<24 hex of the request id>;Parent=<16 hex>;Sampled=0``."""
+    digits = "".join(c for c in request_id if c in "0123456789abcdefABCDEF")
+    root = digits[:24] if len(digits) >= 24 else "0" * 24
+    parent = digits[16:32] if len(digits) >= 32 else "0" * 16
+    return "Root=1-{:08x}-{};Parent={};Sampled=0".format(int(time.time()), root, parent)
+
+
 class _Invocation(ctypes.Structure):
     _fields_ = [
         ("id", ctypes.c_uint64),
@@ -227,8 +236,13 @@ class ChannelClient:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip()] = value.strip()
-        headers["Lambda-Runtime-Aws-Request-Id"] = invocation.request_id.decode("ascii")
+        request_id = invocation.request_id.decode("ascii")
+        headers["Lambda-Runtime-Aws-Request-Id"] = request_id
         headers["Lambda-Runtime-Deadline-Ms"] = str(invocation.deadline_ms)
+        # hearth-init gives an invocation that came without a trace header one of its own; so
+        # does a forked environment, which has no hearth-init.
+        if not any(name.lower() == "lambda-runtime-trace-id" for name in headers):
+            headers["Lambda-Runtime-Trace-Id"] = generated_trace_id(request_id)
         body = ctypes.string_at(invocation.payload, invocation.payload_len) if invocation.payload_len else b""
         return headers, body
 

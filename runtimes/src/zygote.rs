@@ -6,8 +6,9 @@
 //! hearth starts a zygote like an environment, except that (see `hearth_sandbox::EnvSpec`'s
 //! `zygote`): fd 3 is a control socket (protocol: [`hearth_ipc::zygote`]), it runs in a user
 //! namespace of its own where it keeps `CAP_SYS_ADMIN` and `CAP_SETPCAP`, under a seccomp policy
-//! that also allows what a child's setup needs, without landlock; fd 5 holds the native seccomp
-//! program and fd 6 the landlock ruleset for its children.
+//! that also allows what a child's setup needs, without landlock; fd 5 holds its children's
+//! seccomp program and fd 6, where landlock is in force, their landlock rules
+//! ([`hearth_ipc::landlock`]).
 //!
 //! Each child is made by libc's `fork` (so every `pthread_atfork` handler runs, as for any
 //! fork: OpenSSL's and other generators reseed), after `unshare(CLONE_NEWPID)` so that it is the
@@ -18,9 +19,11 @@
 //! 2. waits for the scheduler's go-ahead byte: the scheduler, which never lets the zygote hold
 //!    a handle on any cgroup, has checked the child's pidfd and moved it into its cgroup; then
 //!    the child unshares its cgroup namespace (rooted at that cgroup);
-//! 3. empties its capability bounding set, drops every capability, restricts itself with the
-//!    landlock ruleset (a domain of its own: it cannot signal or reach the abstract sockets of
-//!    its siblings), moves stdout, stderr, the channel and the error pipe to fds 1-4 and closes
+//! 3. empties its capability bounding set, drops every capability, builds a landlock ruleset
+//!    from the rules (now that its own `/tmp` is mounted: a rule names the inode it was given,
+//!    and landlock does not look at a directory covered by a mount) and restricts itself with
+//!    it (a domain of its own: it cannot signal or reach the abstract sockets of its
+//!    siblings), moves stdout, stderr, the channel and the error pipe to fds 1-4 and closes
 //!    every other descriptor;
 //! 4. loads the native seccomp program on top of the zygote's (filters stack: it ends up as
 //!    restricted as an environment started from nothing), then closes the error pipe, which
@@ -42,14 +45,15 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use hearth_ipc::landlock::Rules;
 use hearth_ipc::zygote::{self, ChildStep, Kind, Message};
 use hearth_ipc::GuestChannel;
 use nix::libc;
 
 /// Where the native seccomp program for children is (see the module docs).
 const FILTER_FD: RawFd = 5;
-/// Where the children's landlock ruleset is, when landlock is in force.
-const RULESET_FD: RawFd = 6;
+/// Where the children's landlock rules are, when landlock is in force.
+const RULES_FD: RawFd = 6;
 
 /// Why the zygote stopped.
 #[derive(Debug)]
@@ -114,7 +118,7 @@ pub(crate) struct Zygote {
     /// `None` only in a forked child, which closed it.
     control: Option<OwnedFd>,
     filter: Vec<libc::sock_filter>,
-    ruleset: Option<RawFd>,
+    landlock: Option<Rules>,
     bounding: Vec<libc::c_ulong>,
     sigchld: Option<ChildSignals>,
     /// The fork request being served, and its descriptors.
@@ -130,10 +134,15 @@ impl Zygote {
     /// Reads what hearth left for the children (fds 5 and 6, the bounding set), checks the
     /// process is single-threaded, and tells the scheduler it is ready.
     pub(crate) fn start(control: OwnedFd) -> Result<Self, ZygoteError> {
-        let filter = read_filter().map_err(ZygoteError::Setup)?;
-        // SAFETY: F_GETFD only queries the descriptor table.
-        let ruleset =
-            (unsafe { libc::fcntl(RULESET_FD, libc::F_GETFD) } >= 0).then_some(RULESET_FD);
+        let filter = read_inherited(FILTER_FD, 8 * usize::from(u16::MAX))
+            .and_then(|bytes| {
+                bytes.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "fd 5 is not open"))
+            })
+            .and_then(|bytes| decode_filter(&bytes))
+            .map_err(ZygoteError::Setup)?;
+        let landlock = read_inherited(RULES_FD, 1 << 20)
+            .and_then(|bytes| bytes.as_deref().map(Rules::decode).transpose())
+            .map_err(ZygoteError::Setup)?;
         let none: libc::c_ulong = 0;
         // The capabilities left in the bounding set (those hearth kept for the children's
         // setup), read once: each child drops them.
@@ -149,7 +158,7 @@ impl Zygote {
         Ok(Self {
             control: Some(control),
             filter,
-            ruleset,
+            landlock,
             bounding,
             sigchld: Some(sigchld),
             request: None,
@@ -281,14 +290,17 @@ impl Zygote {
             // SAFETY: _exit without running any of the zygote's handlers.
             unsafe { libc::_exit(127) }
         });
-        // hearth says whether its children are landlocked (bit 0 of `c`): then the ruleset must
-        // be there, and a child without it fails rather than run unrestricted.
-        let ruleset = if request.c & 1 != 0 {
-            Some(self.ruleset.unwrap_or(-1))
-        } else {
-            None
+        // hearth says whether its children are landlocked: then the rules must be there, and a
+        // child without them fails rather than run unrestricted.
+        let landlock = match (request.c & zygote::FORK_LANDLOCK != 0, &self.landlock) {
+            (false, _) => None,
+            (true, Some(rules)) => Some(rules),
+            (true, None) => fail(
+                fds[3].as_raw_fd(),
+                (ChildStep::LandlockCreate, libc::ENOENT),
+            ),
         };
-        let kept = (&self.filter[..], ruleset, &self.bounding[..]);
+        let kept = (&self.filter[..], landlock, &self.bounding[..]);
         let channel = child(&fds, request.b, kept);
         // Their numbers were closed or reused during the child's setup.
         std::mem::forget(fds);
@@ -378,25 +390,28 @@ fn reap(control: &OwnedFd, forked: &mut std::collections::HashSet<i32>) -> Resul
     }
 }
 
-/// The zygote's children's seccomp program, from fd 5 (which is closed).
-fn read_filter() -> io::Result<Vec<libc::sock_filter>> {
+/// The contents of the memfd hearth left at `fd` (which is closed), at most `max` bytes; `None`
+/// if nothing is open there.
+fn read_inherited(fd: RawFd, max: usize) -> io::Result<Option<Vec<u8>>> {
     // SAFETY: F_GETFD only queries the table; the fd, when open, was passed for this use.
     let file = unsafe {
-        if libc::fcntl(FILTER_FD, libc::F_GETFD) < 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "fd 5 (the children's seccomp program) is not open",
-            ));
+        if libc::fcntl(fd, libc::F_GETFD) < 0 {
+            return Ok(None);
         }
-        std::fs::File::from_raw_fd(FILTER_FD)
+        std::fs::File::from_raw_fd(fd)
     };
     // By offset: the file description (and its position) is shared with other zygotes.
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    if len > 8 * usize::from(u16::MAX) {
+    if len > max {
         return Err(io::Error::from(io::ErrorKind::InvalidData));
     }
     let mut bytes = vec![0u8; len];
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0)?;
+    Ok(Some(bytes))
+}
+
+/// The children's seccomp program, from fd 5's bytes.
+fn decode_filter(bytes: &[u8]) -> io::Result<Vec<libc::sock_filter>> {
     if bytes.is_empty() || bytes.len() % 8 != 0 || bytes.len() / 8 > usize::from(u16::MAX) {
         return Err(io::Error::from(io::ErrorKind::InvalidData));
     }
@@ -472,28 +487,36 @@ impl Drop for ChildSignals {
     }
 }
 
+/// What a child keeps from the zygote: its seccomp program, its landlock rules (when hearth
+/// asked for landlock) and the capabilities left in its bounding set.
+type Kept<'a> = (
+    &'a [libc::sock_filter],
+    Option<&'a Rules>,
+    &'a [libc::c_ulong],
+);
+
 /// A forked child's setup; on failure it reports the step and exits with status 127.
-fn child(
-    fds: &[OwnedFd],
-    tmp_bytes: u64,
-    kept: (&[libc::sock_filter], Option<RawFd>, &[libc::c_ulong]),
-) -> Result<GuestChannel, ZygoteError> {
+fn child(fds: &[OwnedFd], tmp_bytes: u64, kept: Kept<'_>) -> Result<GuestChannel, ZygoteError> {
     let mut error_pipe = fds[3].as_raw_fd();
-    if let Err((step, errno)) = enter(fds, tmp_bytes, kept, &mut error_pipe) {
-        let mut record = [0u8; 8];
-        record[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-        record[4..].copy_from_slice(&errno.to_ne_bytes());
-        let fd = error_pipe;
-        // SAFETY: write of a local buffer, then _exit: no destructor or atexit handler of the
-        // zygote runs in the failed child.
-        unsafe {
-            libc::write(fd, record.as_ptr().cast(), record.len());
-            libc::_exit(127);
-        }
+    if let Err(failure) = enter(fds, tmp_bytes, kept, &mut error_pipe) {
+        fail(error_pipe, failure);
     }
     // SAFETY: fd 3 is the channel, just placed there and owned by nobody else.
     let channel = unsafe { OwnedFd::from_raw_fd(3) };
     GuestChannel::from_fd(channel).map_err(ZygoteError::Channel)
+}
+
+/// Reports a failed step on the error pipe and exits with status 127, running none of the
+/// zygote's destructors or atexit handlers.
+fn fail(error_pipe: RawFd, (step, errno): (ChildStep, i32)) -> ! {
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    record[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write of a local buffer, then _exit.
+    unsafe {
+        libc::write(error_pipe, record.as_ptr().cast(), record.len());
+        libc::_exit(127)
+    }
 }
 
 fn check(step: ChildStep, r: libc::c_long) -> Result<(), (ChildStep, i32)> {
@@ -514,7 +537,7 @@ fn check(step: ChildStep, r: libc::c_long) -> Result<(), (ChildStep, i32)> {
 fn enter(
     fds: &[OwnedFd],
     tmp_bytes: u64,
-    (filter, ruleset, bounding): (&[libc::sock_filter], Option<RawFd>, &[libc::c_ulong]),
+    (filter, landlock, bounding): Kept<'_>,
     error_pipe: &mut RawFd,
 ) -> Result<(), (ChildStep, i32)> {
     let none: libc::c_ulong = 0;
@@ -586,11 +609,8 @@ fn enter(
             )
             .into(),
         )?;
-        if let Some(ruleset) = ruleset {
-            check(
-                ChildStep::LandlockRestrict,
-                libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32),
-            )?;
+        if let Some(rules) = landlock {
+            restrict_self(rules)?;
         }
         // Everything above fd 9 first, so no target number clobbers a source.
         let mut high = [0; 4];
@@ -633,6 +653,60 @@ fn enter(
         libc::close(4);
     }
     Ok(())
+}
+
+/// Builds a landlock ruleset from `rules` and restricts this process with it (needs
+/// `no_new_privs`, which the zygote has).
+fn restrict_self(rules: &Rules) -> Result<(), (ChildStep, i32)> {
+    /// `struct landlock_path_beneath_attr`, packed as in the kernel's ABI.
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    const LANDLOCK_RULE_PATH_BENEATH: libc::c_long = 1;
+    let attr = rules.attr();
+    // SAFETY: `attr` is at least `attr_size` bytes; the paths are NUL-terminated; every fd
+    // opened here is closed here.
+    unsafe {
+        let ruleset = libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            attr.as_ptr(),
+            rules.attr_size(),
+            0u32,
+        );
+        check(ChildStep::LandlockCreate, ruleset)?;
+        let ruleset =
+            libc::c_int::try_from(ruleset).map_err(|_| (ChildStep::LandlockCreate, libc::EBADF))?;
+        let result = (|| {
+            for (path, access) in &rules.rules {
+                let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                check(ChildStep::LandlockRule, fd.into())?;
+                let rule = PathBeneath {
+                    allowed_access: *access,
+                    parent_fd: fd,
+                };
+                let added = libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    std::ptr::from_ref(&rule),
+                    0u32,
+                );
+                let errno = io::Error::last_os_error().raw_os_error();
+                libc::close(fd);
+                if added < 0 {
+                    return Err((ChildStep::LandlockRule, errno.unwrap_or(libc::EIO)));
+                }
+            }
+            check(
+                ChildStep::LandlockRestrict,
+                libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32),
+            )
+        })();
+        libc::close(ruleset);
+        result
+    }
 }
 
 /// Takes ownership of the control socket at `fd` (inherited for this purpose).

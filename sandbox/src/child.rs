@@ -55,15 +55,7 @@ pub(crate) enum FsOp {
 }
 
 /// Landlock rules of step 7.
-#[derive(Debug)]
-pub(crate) struct LandlockPlan {
-    /// ABI version the kernel reported; decides the size of the ruleset attribute.
-    pub abi: u32,
-    pub handled_fs: u64,
-    pub scoped: u64,
-    /// Paths (inside the new root) and the access they keep.
-    pub rules: Vec<(CString, u64)>,
-}
+pub(crate) use crate::landlock::LandlockRules as LandlockPlan;
 
 /// File descriptors as numbered in the parent (the child has a copy of its fd table).
 #[derive(Debug, Clone, Copy)]
@@ -73,8 +65,16 @@ pub(crate) struct FdPlan {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
-    /// A zygote's copy of its children's seccomp program (a memfd), kept at fd 5.
-    pub extra: Option<RawFd>,
+    /// A zygote's inheritance for its children, kept at fds 5 and 6.
+    pub zygote: Option<ZygoteFds>,
+}
+
+/// What a zygote keeps for its children: their seccomp program (at fd 5) and, where landlock
+/// is in force, their landlock rules (at fd 6, see `EnvSpec::zygote`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZygoteFds {
+    pub filter: RawFd,
+    pub rules: Option<RawFd>,
 }
 
 /// `execve` arguments: NUL-terminated pointer arrays into owned strings.
@@ -142,9 +142,9 @@ pub(crate) struct ChildPlan {
 }
 
 /// How a zygote's setup differs: it keeps the capabilities its children need to enter their
-/// own namespaces (in its own user namespace), and it creates the landlock ruleset without
-/// restricting itself (landlock forbids mounting, which each child does for its `/tmp` and
-/// `/proc`); each child restricts itself with the ruleset, found at fd 6.
+/// own namespaces (in its own user namespace), and it is not landlocked (landlock forbids
+/// mounting, which each child does for its `/tmp` and `/proc`); each child builds its own
+/// ruleset from the rules at fd 6 ([`ZygoteFds`]) once its mounts are in place.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ZygoteSetup {
     /// Capability bits kept (effective and permitted); all others are dropped as usual.
@@ -193,7 +193,8 @@ pub(crate) trait Sys {
     fn setresuid(&mut self, uid: u32) -> Result<(), Errno>;
     /// Sets the effective and permitted capabilities to `keep` (inheritable: none).
     fn capset(&mut self, keep: u64) -> Result<(), Errno>;
-    fn landlock_create(&mut self, attr: &[u64; 3], abi: u32) -> Result<RawFd, Errno>;
+    /// `attr` is `struct landlock_ruleset_attr`, of which the kernel reads `size` bytes.
+    fn landlock_create(&mut self, attr: &[u64; 3], size: usize) -> Result<RawFd, Errno>;
     fn open_path(&mut self, path: &CStr) -> Result<RawFd, Errno>;
     fn landlock_add_path(
         &mut self,
@@ -311,20 +312,9 @@ fn setup<S: Sys>(plan: &ChildPlan, sys: &mut S, error_fd: &mut RawFd) -> Result<
     // 7. landlock, seccomp.
     if let Some(landlock) = &plan.landlock {
         let ruleset = landlock_ruleset(landlock, sys)?;
-        if plan.zygote.is_some() {
-            // Kept for the children at fd 6, not close-on-exec (landlock makes its rulesets
-            // close-on-exec, and the new fd may already be 6): moved out of the way first.
-            let high = sys.dup_above(ruleset, 10);
-            sys.close(ruleset);
-            let high = at(Step::LandlockCreate, high)?;
-            let moved = sys.dup3(high, ZYGOTE_RULESET_FD, false);
-            sys.close(high);
-            at(Step::LandlockCreate, moved)?;
-        } else {
-            let restricted = sys.landlock_restrict(ruleset);
-            sys.close(ruleset);
-            at(Step::LandlockRestrict, restricted)?;
-        }
+        let restricted = sys.landlock_restrict(ruleset);
+        sys.close(ruleset);
+        at(Step::LandlockRestrict, restricted)?;
     }
     at(Step::UnblockSignals, sys.unblock_signals())?;
     at(Step::Seccomp, sys.seccomp(&plan.seccomp))?;
@@ -369,29 +359,41 @@ fn arrange_fds<S: Sys>(fds: FdPlan, sys: &mut S, error_fd: &mut RawFd) -> Result
     let stdout = high(sys, fds.stdout)?;
     let stderr = high(sys, fds.stderr)?;
     let channel = high(sys, fds.channel)?;
-    let extra = fds.extra.map(|fd| high(sys, fd)).transpose()?;
+    let zygote = fds
+        .zygote
+        .map(|z| {
+            Ok((
+                high(sys, z.filter)?,
+                z.rules.map(|fd| high(sys, fd)).transpose()?,
+            ))
+        })
+        .transpose()?;
     at(Step::ArrangeFds, sys.dup3(error, 4, true))?;
     *error_fd = 4;
     for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2), (channel, 3)] {
         at(Step::ArrangeFds, sys.dup3(fd, target, false))?;
     }
     let mut first_closed = 5;
-    if let Some(extra) = extra {
-        at(Step::ArrangeFds, sys.dup3(extra, ZYGOTE_FILTER_FD, false))?;
+    if let Some((filter, rules)) = zygote {
+        at(Step::ArrangeFds, sys.dup3(filter, ZYGOTE_FILTER_FD, false))?;
         first_closed = ZYGOTE_FILTER_FD + 1;
+        if let Some(rules) = rules {
+            at(Step::ArrangeFds, sys.dup3(rules, ZYGOTE_RULES_FD, false))?;
+            first_closed = ZYGOTE_RULES_FD + 1;
+        }
     }
     at(Step::CloseFds, sys.close_from(first_closed))
 }
 
 /// Where a zygote finds its children's seccomp program (a memfd of `sock_filter`s).
 pub(crate) const ZYGOTE_FILTER_FD: RawFd = 5;
-/// Where a zygote finds the landlock ruleset its children restrict themselves with.
-pub(crate) const ZYGOTE_RULESET_FD: RawFd = 6;
+/// Where a zygote finds the landlock rules its children build their rulesets from.
+pub(crate) const ZYGOTE_RULES_FD: RawFd = 6;
 
 fn landlock_ruleset<S: Sys>(plan: &LandlockPlan, sys: &mut S) -> Result<RawFd, Failure> {
     let ruleset = at(
         Step::LandlockCreate,
-        sys.landlock_create(&[plan.handled_fs, 0, plan.scoped], plan.abi),
+        sys.landlock_create(&plan.attr(), plan.attr_size()),
     )?;
     for (path, access) in &plan.rules {
         let fd = at(Step::LandlockRule, sys.open_path(path))?;
@@ -708,13 +710,7 @@ impl Sys for RawSys {
         })
     }
 
-    fn landlock_create(&mut self, attr: &[u64; 3], abi: u32) -> Result<RawFd, Errno> {
-        // The attribute grew with the ABI: fs only (v1-3), + net (v4-5), + scoped (v6+).
-        let size = match abi {
-            0..=3 => 8,
-            4..=5 => 16,
-            _ => 24,
-        };
+    fn landlock_create(&mut self, attr: &[u64; 3], size: usize) -> Result<RawFd, Errno> {
         // SAFETY: `attr` is at least `size` bytes.
         unsafe {
             syscall6(
@@ -955,9 +951,9 @@ pub(crate) mod tests {
         fn capset(&mut self, keep: u64) -> Result<(), Errno> {
             self.call(format!("capset {keep:#x}"))
         }
-        fn landlock_create(&mut self, attr: &[u64; 3], abi: u32) -> Result<RawFd, Errno> {
+        fn landlock_create(&mut self, attr: &[u64; 3], size: usize) -> Result<RawFd, Errno> {
             self.call(format!(
-                "landlock_create {:#x} {:#x} abi{abi}",
+                "landlock_create {:#x} {:#x} size{size}",
                 attr[0], attr[2]
             ))
             .map(|()| 90)

@@ -11,7 +11,36 @@ use std::ffi::CString;
 
 use landlock::{Access, AccessFs, BitFlags, Scope, ABI};
 
-use crate::child::LandlockPlan;
+/// The rules an environment restricts itself with: what [`plan`] decides for the kernel's ABI.
+/// A zygote's children apply the same rules (see `EnvSpec::zygote`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandlockRules {
+    /// The ABI the rules are written for (the kernel's, at most [`TARGET_ABI`]).
+    pub abi: u32,
+    /// Filesystem rights handled: every one not granted by a rule is denied.
+    pub handled_fs: u64,
+    /// Scopes (ABI 6+: abstract unix sockets and signals); 0 for none.
+    pub scoped: u64,
+    /// Paths (absolute, inside the environment) and the rights granted beneath each.
+    pub rules: Vec<(CString, u64)>,
+}
+
+impl LandlockRules {
+    /// `struct landlock_ruleset_attr` (no network rights handled).
+    pub fn attr(&self) -> [u64; 3] {
+        [self.handled_fs, 0, self.scoped]
+    }
+
+    /// How many bytes of [`LandlockRules::attr`] the kernel reads at this ABI: filesystem
+    /// rights only (1-3), plus network rights (4-5), plus scopes (6+).
+    pub fn attr_size(&self) -> usize {
+        match self.abi {
+            0..=3 => 8,
+            4..=5 => 16,
+            _ => 24,
+        }
+    }
+}
 
 /// The newest landlock ABI whose rights hearth hands out deliberately.
 pub const TARGET_ABI: u32 = 6;
@@ -46,7 +75,7 @@ fn bits(flags: BitFlags<AccessFs>) -> u64 {
 }
 
 /// The rules every environment gets, for a kernel of `abi` (0 = none).
-pub(crate) fn plan(abi: u32) -> Option<LandlockPlan> {
+pub(crate) fn plan(abi: u32) -> Option<LandlockRules> {
     if abi == 0 {
         return None;
     }
@@ -68,7 +97,7 @@ pub(crate) fn plan(abi: u32) -> Option<LandlockPlan> {
     } else {
         0
     };
-    Some(LandlockPlan {
+    Some(LandlockRules {
         abi: effective,
         handled_fs: bits(all),
         scoped,

@@ -23,11 +23,11 @@ mod step;
 mod sys;
 
 pub use cgroup::{CgroupError, EnvCgroup, Hierarchy, Limits};
-pub use landlock::LandlockMode;
+pub use landlock::{LandlockMode, LandlockRules};
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spawn::{
     chrooted, pipe, setup_error_pipe, AdoptError, CgroupPolicy, EnvSpec, Environment, Sandbox,
-    SandboxConfig, SandboxError, SetupFailure, SetupState, SpawnError,
+    SandboxConfig, SandboxError, SetupFailure, SetupState, SpawnError, ZygoteSpec,
 };
 pub use step::Step;
-pub use sys::ExitStatus;
+pub use sys::{sealed_memfd, ExitStatus};

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use crate::child::{ChildPlan, ExecPlan, FdPlan, FsOp, ZygoteSetup};
+use crate::child::{ChildPlan, ExecPlan, FdPlan, FsOp, ZygoteFds, ZygoteSetup};
 use crate::root::{self, RootSkeleton};
 use crate::spawn::{EnvSpec, SpawnError};
 use crate::step::Step;
@@ -249,8 +249,8 @@ pub(crate) struct Fixed<'a> {
     pub devnull: RawFd,
     pub reset_signals: &'a [i32],
     pub switch: RootSwitch,
-    /// For a zygote: the memfd holding its children's seccomp program.
-    pub zygote_filter: Option<RawFd>,
+    /// For a zygote: what it keeps for its children.
+    pub zygote: Option<ZygoteFds>,
     /// hearth is root: the process may (and must) drop the supplementary groups it inherited,
     /// also in a user namespace (a rootless one has `setgroups` denied).
     pub as_root: bool,
@@ -290,11 +290,12 @@ pub(crate) fn build(
         stdin: fixed.devnull,
         stdout: spec.stdout.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
         stderr: spec.stderr.map_or(fixed.devnull, |fd| fd.as_raw_fd()),
-        extra: fixed.zygote_filter,
+        zygote: fixed.zygote,
     };
     let mut keep_fds: Vec<RawFd> = [fds.error, fds.channel, fds.stdin, fds.stdout, fds.stderr]
         .into_iter()
-        .chain(fds.extra)
+        .chain(fds.zygote.map(|z| z.filter))
+        .chain(fds.zygote.and_then(|z| z.rules))
         .chain(cgroup_procs.iter().copied())
         .chain(fixed.netns)
         .chain(userns_sync)
@@ -310,7 +311,7 @@ pub(crate) fn build(
         loopback: spec.loopback,
         // A zygote gets a network namespace of its own (it is not landlocked, so a shared one
         // would let it reach other environments' abstract sockets).
-        netns: if spec.loopback || fixed.zygote_filter.is_some() {
+        netns: if spec.loopback || fixed.zygote.is_some() {
             None
         } else {
             fixed.netns
@@ -325,9 +326,14 @@ pub(crate) fn build(
         clear_groups: fixed.as_root,
         uid: fixed.uid,
         gid: fixed.gid,
-        landlock: crate::landlock::plan(fixed.landlock_abi),
+        // A zygote is not landlocked: its children build their rulesets (see ZygoteSetup).
+        landlock: if fixed.zygote.is_some() {
+            None
+        } else {
+            crate::landlock::plan(fixed.landlock_abi)
+        },
         seccomp: fixed.seccomp.to_vec(),
-        zygote: fixed.zygote_filter.map(|_| ZygoteSetup {
+        zygote: fixed.zygote.map(|_| ZygoteSetup {
             keep_caps: ZYGOTE_CAPS,
         }),
         exec: ExecPlan::new(exec_path, args, env),
@@ -361,7 +367,7 @@ mod tests {
     fn recorded_full(
         fail: Option<&'static str>,
         switch: RootSwitch,
-        zygote_filter: Option<RawFd>,
+        zygote: Option<ZygoteFds>,
     ) -> (Recorder, (Step, i32)) {
         let (root, devnull) = fixture();
         let filter = [libc::sock_filter {
@@ -382,7 +388,7 @@ mod tests {
             devnull: devnull.as_raw_fd(),
             reset_signals: &[11, 13],
             switch,
-            zygote_filter,
+            zygote,
             as_root: true,
         };
         let env = vec![("_HANDLER".to_owned(), "echo".to_owned())];
@@ -404,7 +410,7 @@ mod tests {
             loopback: false,
             runtime_dir: None,
             layers: &[],
-            zygote: false,
+            zygote: None,
         };
         let plan = build(&fixed, &spec, vec![20, 21], 30, None).unwrap();
         assert_eq!(plan.exec.argv_len(), 1);
@@ -469,7 +475,11 @@ mod tests {
 
     #[test]
     fn a_zygote_keeps_what_its_children_need_and_restricts_nothing_it_must_undo() {
-        let (rec, (step, errno)) = recorded_full(None, RootSwitch::Pivot, Some(40));
+        let fds = ZygoteFds {
+            filter: 40,
+            rules: Some(41),
+        };
+        let (rec, (step, errno)) = recorded_full(None, RootSwitch::Pivot, Some(fds));
         assert_eq!((step, errno), (Step::Exec, 0));
         let at = |p| rec.position(p);
         // Its own network namespace (not the shared one), bounding set emptied but for
@@ -491,22 +501,20 @@ mod tests {
         );
         assert!(at("setresuid 65534") < at("capset 0x200100"));
         assert!(at("capset 0x200100") < at("ambient_raise 8"));
-        assert!(at("ambient_raise 21") < at("landlock_create"));
-        // The ruleset is made and kept at fd 6 for the children, not applied; the children's
-        // seccomp program (fd 40 here) is kept at fd 5; the zygote's own filter is loaded.
-        assert!(!rec.calls.iter().any(|c| c.starts_with("landlock_restrict")));
-        assert!(at("landlock_create") < at("dup_above 90"));
-        let kept = rec
-            .calls
-            .iter()
-            .position(|c| c.starts_with("dup3") && c.ends_with(" 6 false"))
-            .expect("the ruleset moved to fd 6, not close-on-exec");
-        assert!(at("dup_above 90") < kept);
-        assert!(rec
-            .calls
-            .iter()
-            .any(|c| c.starts_with("dup3") && c.ends_with(" 5 false")));
-        assert!(kept < at("seccomp"));
+        assert!(at("ambient_raise 21") < at("seccomp"));
+        // Not landlocked (its children build their own rulesets); the children's seccomp
+        // program (fd 40 here) is kept at fd 5 and their landlock rules (fd 41) at fd 6, neither
+        // close-on-exec; the zygote's own filter is loaded.
+        assert!(!rec.calls.iter().any(|c| c.starts_with("landlock")));
+        // Where `from` ended up: its copy above 9, then that copy moved to `target`.
+        let moved = |from: RawFd, target: RawFd| {
+            let high = &rec.calls[rec.position(&format!("dup_above {from} -> "))];
+            let high = high.rsplit(' ').next().unwrap();
+            rec.position(&format!("dup3 {high} {target} false"))
+        };
+        assert!(moved(40, 5) < at("close_range 7"), "{:?}", rec.calls);
+        assert!(moved(41, 6) < at("close_range 7"), "{:?}", rec.calls);
+        assert!(at("close_range 7") < at("seccomp"));
         assert_eq!(rec.calls.last().unwrap(), "execve /var/task/bootstrap");
     }
 

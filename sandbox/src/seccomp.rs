@@ -347,6 +347,8 @@ mod tests {
             "pidfd_open",
             "mount",
             "capset",
+            "landlock_create_ruleset",
+            "landlock_add_rule",
             "landlock_restrict_self",
         ];
         for rule in &native {

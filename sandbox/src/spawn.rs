@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cgroup::{CgroupError, CgroupInstance, EnvCgroup, Hierarchy, Limits};
-use crate::child::{self, ChildPlan};
-use crate::landlock::{self, LandlockMode};
+use crate::child::{self, ChildPlan, ZygoteFds};
+use crate::landlock::{self, LandlockMode, LandlockRules};
 use crate::plan;
 use crate::root::RootSkeleton;
 use crate::seccomp::{SeccompError, SeccompProgram};
@@ -210,9 +210,18 @@ pub struct EnvSpec<'a> {
     /// Start a zygote instead of an environment: the program runs in a user namespace of its
     /// own, keeping `CAP_SYS_ADMIN` and `CAP_SETPCAP` there, under the zygote seccomp policy,
     /// with its own network namespace, and not landlocked; it finds its children's seccomp
-    /// program at fd 5 and their landlock ruleset at fd 6, and `channel` (fd 3) is its control
-    /// socket. See `hearth-snapshot`.
-    pub zygote: bool,
+    /// program at fd 5 and [`ZygoteSpec`]'s landlock rules at fd 6, and `channel` (fd 3) is
+    /// its control socket. See `hearth-snapshot`.
+    pub zygote: Option<ZygoteSpec<'a>>,
+}
+
+/// What a zygote gets besides its children's seccomp program (which the sandbox provides).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ZygoteSpec<'a> {
+    /// Kept at fd 6: the landlock rules its children build their rulesets from (in a form the
+    /// zygote reads: [`Sandbox::landlock_rules`] encoded by `hearth-snapshot`). `None` where
+    /// landlock is not in force.
+    pub landlock_rules: Option<BorrowedFd<'a>>,
 }
 
 /// Everything prepared once and shared by all environments.
@@ -368,6 +377,11 @@ impl Sandbox {
         self.landlock_abi.min(landlock::TARGET_ABI)
     }
 
+    /// The landlock rules every environment gets (`None`: landlock is not in force).
+    pub fn landlock_rules(&self) -> Option<LandlockRules> {
+        landlock::plan(self.landlock_abi)
+    }
+
     /// The cgroup hierarchy in use (`None`: rootless without cgroups).
     pub fn hierarchy(&self) -> Option<&Hierarchy> {
         self.cgroups.as_ref().map(CgroupInstance::hierarchy)
@@ -387,7 +401,7 @@ impl Sandbox {
     /// Starts an environment. Returns as soon as the process exists; it finishes its setup and
     /// executes `spec.command` on its own.
     pub fn spawn(&self, spec: &EnvSpec<'_>) -> Result<Environment, SpawnError> {
-        if spec.zygote && self.switch == plan::RootSwitch::Chroot {
+        if spec.zygote.is_some() && self.switch == plan::RootSwitch::Chroot {
             return Err(SpawnError::ZygoteInChroot);
         }
         let cgroup = self
@@ -397,7 +411,7 @@ impl Sandbox {
             .transpose()?;
         // The daemon polls for setup failures: non-blocking.
         let (errors, error_write) = sys::pipe_cloexec(true).map_err(SpawnError::Prepare)?;
-        let user_namespace = self.rootless || spec.zygote;
+        let user_namespace = self.rootless || spec.zygote.is_some();
         let userns_pipe = if user_namespace {
             // The child blocks on it until the id maps are written.
             Some(sys::pipe_cloexec(false).map_err(SpawnError::Prepare)?)
@@ -406,7 +420,7 @@ impl Sandbox {
         };
         let fixed = plan::Fixed {
             root: &self.root,
-            seccomp: if spec.zygote {
+            seccomp: if spec.zygote.is_some() {
                 self.zygote_seccomp.instructions()
             } else {
                 self.seccomp.instructions()
@@ -420,7 +434,10 @@ impl Sandbox {
             devnull: self.devnull.as_raw_fd(),
             reset_signals: &self.reset_signals,
             switch: self.switch,
-            zygote_filter: spec.zygote.then(|| self.child_filter.as_raw_fd()),
+            zygote: spec.zygote.map(|z| ZygoteFds {
+                filter: self.child_filter.as_raw_fd(),
+                rules: z.landlock_rules.map(|fd| fd.as_raw_fd()),
+            }),
             as_root: !self.rootless,
         };
         let plan = Box::new(plan::build(
@@ -444,7 +461,7 @@ impl Sandbox {
         if user_namespace {
             flags |= libc::CLONE_NEWUSER;
         }
-        if self.netns.is_none() || spec.loopback || spec.zygote {
+        if self.netns.is_none() || spec.loopback || spec.zygote.is_some() {
             flags |= libc::CLONE_NEWNET;
         }
         let mut pidfd: RawFd = -1;

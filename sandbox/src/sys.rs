@@ -420,7 +420,7 @@ pub(crate) fn set_not_dumpable() {
 }
 
 /// A sealed (read-only from now on) memfd holding `bytes`, close-on-exec.
-pub(crate) fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
+pub fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<OwnedFd> {
     // SAFETY: `name` is NUL-terminated; the flags are constants.
     let fd =
         unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };

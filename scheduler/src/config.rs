@@ -168,8 +168,8 @@ pub struct FunctionConfig {
     /// Start new environments by forking them from a zygote (an initialised copy of the
     /// function, see `hearth-snapshot`) once one is ready, instead of from nothing. Native
     /// functions (`Launch::Native`) and Python ones (a `python3.*` runtime, without extensions
-    /// or `AWS_LAMBDA_EXEC_WRAPPER`); others always start from nothing. Off by default: forked
-    /// environments are not landlocked yet (see SECURITY.md).
+    /// or `AWS_LAMBDA_EXEC_WRAPPER`); others always start from nothing. On by default; a forked
+    /// environment is isolated as one started from nothing (see SECURITY.md).
     pub zygote: bool,
 }
 
@@ -195,7 +195,7 @@ impl FunctionConfig {
             environment: Vec::new(),
             ephemeral_storage_mb: 512,
             pipeline_depth: 1,
-            zygote: false,
+            zygote: true,
         }
     }
 

@@ -290,8 +290,6 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-/// The environment in `key`'s slot, if the slot still holds that generation. Free functions
-/// over the slot table (not methods) so that callers can borrow other fields of the shard.
 /// Whether `config`'s environments may be forked from a zygote: native functions, and Python
 /// ones without extensions or an exec wrapper (those need hearth-init, which a forked Python
 /// environment does without). Node cannot fork cooperatively (V8 runs threads of its own).
@@ -346,6 +344,8 @@ fn env_limits(config: &crate::FunctionConfig) -> Limits {
     }
 }
 
+/// The environment in `key`'s slot, if the slot still holds that generation. Free functions
+/// over the slot table (not methods) so that callers can borrow other fields of the shard.
 fn slot_env(slots: &[Slot], key: Key) -> Option<&Env> {
     slots
         .get(key.slot as usize)
@@ -875,7 +875,7 @@ impl Shard {
                         loopback: runtime_api,
                         runtime_dir,
                         layers: &config.layers,
-                        zygote: false,
+                        zygote: None,
                         env: function.process_env(),
                         channel: channel.guest_fd(),
                         stdout: output,
@@ -985,7 +985,7 @@ impl Shard {
                     loopback: false,
                     runtime_dir,
                     layers: &config.layers,
-                    zygote: true,
+                    zygote: None, // Zygote::start makes it one
                     env: function.process_env(),
                     channel: placeholder,
                     stdout: output,

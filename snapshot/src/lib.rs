@@ -27,7 +27,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use hearth_ipc::zygote::{self as protocol, Kind, Message};
-use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, Sandbox, SpawnError};
+use hearth_sandbox::{EnvSpec, Environment, ExitStatus, Limits, Sandbox, SpawnError, ZygoteSpec};
 
 /// How long the scheduler spins for a fork's answer before it sleeps.
 pub const FORK_SPIN: Duration = Duration::from_micros(300);
@@ -109,9 +109,12 @@ impl Zygote {
     pub fn start(sandbox: &Sandbox, spec: &EnvSpec<'_>) -> Result<Self, SpawnError> {
         let (control, theirs) = protocol::socket_pair().map_err(SpawnError::Prepare)?;
         let devnull = std::fs::File::open("/dev/null").map_err(SpawnError::Prepare)?;
+        let rules = landlock_rules(sandbox).map_err(SpawnError::Prepare)?;
         let process = sandbox.spawn(&EnvSpec {
             channel: theirs.as_fd(),
-            zygote: true,
+            zygote: Some(ZygoteSpec {
+                landlock_rules: rules.as_ref().map(AsFd::as_fd),
+            }),
             ..spec.clone()
         })?;
         Ok(Self {
@@ -248,12 +251,12 @@ impl Zygote {
             go_read.as_raw_fd(),
         ];
         self.seq += 1;
-        // Not yet: landlock ignores the ruleset's /tmp rule for the tmpfs each child mounts
-        // over the zygote's (both are mount roots), so a landlocked child could not write its
-        // /tmp. Until children build their own ruleset they are not landlocked, which is why
-        // zygotes are off by default (`FunctionConfig::zygote`).
-        let _ = sandbox.landlock_abi();
-        let flags = 0;
+        // Where landlock is in force the child must apply it (it fails if it cannot).
+        let flags = if sandbox.landlock_abi() > 0 {
+            protocol::FORK_LANDLOCK
+        } else {
+            0
+        };
         let request = Message::new(Kind::Fork, self.seq, child.tmp_bytes, flags);
         if let Err(e) = protocol::send(self.control.as_fd(), &request, &fds) {
             release(cgroup);
@@ -392,6 +395,21 @@ impl Drop for Zygote {
     }
 }
 
+/// The sandbox's landlock rules, encoded for a zygote's children ([`hearth_ipc::landlock`]) in a
+/// sealed memfd; `None` where landlock is not in force.
+fn landlock_rules(sandbox: &Sandbox) -> io::Result<Option<OwnedFd>> {
+    let Some(rules) = sandbox.landlock_rules() else {
+        return Ok(None);
+    };
+    let rules = hearth_ipc::landlock::Rules {
+        abi: rules.abi,
+        handled_fs: rules.handled_fs,
+        scoped: rules.scoped,
+        rules: rules.rules,
+    };
+    hearth_sandbox::sealed_memfd(c"hearth-landlock", &rules.encode()).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use hearth_ipc::zygote::ChildStep;
@@ -410,6 +428,8 @@ mod tests {
             (ChildStep::ArrangeFds, Step::ArrangeFds),
             (ChildStep::DropBoundingSet, Step::DropBoundingSet),
             (ChildStep::DropCapabilities, Step::DropCapabilities),
+            (ChildStep::LandlockCreate, Step::LandlockCreate),
+            (ChildStep::LandlockRule, Step::LandlockRule),
             (ChildStep::LandlockRestrict, Step::LandlockRestrict),
             (ChildStep::Seccomp, Step::Seccomp),
             (ChildStep::EnterNamespaces, Step::EnterNamespaces),

@@ -308,6 +308,11 @@ pub fn assert_isolated(report: &serde_json::Value) {
     assert_eq!(paths["mkdir_tmp"], "ok");
     assert_eq!(paths["read_host_os_release"], libc::ENOENT);
     assert_ne!(paths["write_proc_sysrq"], "ok");
+    assert_eq!(
+        paths["write_proc_self_comm"],
+        libc::EACCES,
+        "landlock in force: nothing outside /tmp and the four devices is writable"
+    );
     assert!(
         report["cgroup"]
             .as_str()

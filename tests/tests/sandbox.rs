@@ -79,7 +79,7 @@ fn spawn_limited(
             loopback: false,
             runtime_dir: None,
             layers: &[],
-            zygote: false,
+            zygote: None,
         })
         .expect("spawn")
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hearth_ipc::{HostChannel, ResponseStatus};
-use hearth_sandbox::{EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState};
+use hearth_sandbox::{
+    EnvSpec, Environment, Limits, Sandbox, SandboxConfig, SetupState, ZygoteSpec,
+};
 use hearth_snapshot::{ChildSpec, Zygote, ZygoteState};
 use serde_json::Value;
 
@@ -59,7 +61,7 @@ fn zygote_spec<'a>(
         loopback: false,
         runtime_dir: None,
         layers: &[],
-        zygote: true,
+        zygote: Some(ZygoteSpec::default()),
     }
 }
 
@@ -219,56 +221,70 @@ fn a_child_that_is_not_moved_into_its_cgroup_never_runs_function_code() {
         &[devnull.as_raw_fd()],
     )
     .unwrap();
-    // A child whose go-ahead never comes (its cgroup could not be joined): it must stop there.
-    let mut channel = HostChannel::create().unwrap();
-    channel
-        .submit(b"function code ran", &RequestMeta::default())
+    // Two children that must stop before function code: one whose go-ahead never comes (its
+    // cgroup could not be joined), and one told to apply landlock by a zygote that has no
+    // rules for it (this zygote was started without them).
+    let cases = [
+        (2, 0, false, ChildStep::JoinCgroup, libc::EPIPE),
+        (
+            3,
+            protocol::FORK_LANDLOCK,
+            true,
+            ChildStep::LandlockCreate,
+            libc::ENOENT,
+        ),
+    ];
+    for (seq, flags, go_ahead, step, errno) in cases {
+        let mut channel = HostChannel::create().unwrap();
+        channel
+            .submit(b"function code ran", &RequestMeta::default())
+            .unwrap();
+        let (errors, error_write) = hearth_sandbox::setup_error_pipe().unwrap();
+        let (go_read, go_write) = hearth_sandbox::pipe(false).unwrap();
+        protocol::send(
+            control.as_fd(),
+            &Message::new(Kind::Fork, seq, 1 << 20, flags),
+            &[
+                channel.guest_fd().as_raw_fd(),
+                devnull.as_raw_fd(),
+                devnull.as_raw_fd(),
+                error_write.as_raw_fd(),
+                go_read.as_raw_fd(),
+            ],
+        )
         .unwrap();
-    let (errors, error_write) = hearth_sandbox::setup_error_pipe().unwrap();
-    let (go_read, go_write) = hearth_sandbox::pipe(false).unwrap();
-    protocol::send(
-        control.as_fd(),
-        &Message::new(Kind::Fork, 2, 1 << 20, 0),
-        &[
-            channel.guest_fd().as_raw_fd(),
-            devnull.as_raw_fd(),
-            devnull.as_raw_fd(),
-            error_write.as_raw_fd(),
-            go_read.as_raw_fd(),
-        ],
-    )
-    .unwrap();
-    drop((error_write, go_read));
-    fds.clear();
-    let forked = recv_blocking(&control, &mut fds).unwrap().unwrap();
-    assert_eq!((forked.kind, forked.a, forked.c), (Kind::Forked, 2, 0));
-    let mut child = Environment::adopt(fds.pop().unwrap(), errors, None, process.pid())
-        .expect("a pidfd of the zygote's child");
-    drop(go_write);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let failure = loop {
-        if let SetupState::Failed(failure) = child.poll_setup() {
-            break failure;
+        drop((error_write, go_read));
+        fds.clear();
+        let forked = recv_blocking(&control, &mut fds).unwrap().unwrap();
+        assert_eq!((forked.kind, forked.a, forked.c), (Kind::Forked, seq, 0));
+        let mut child = Environment::adopt(fds.pop().unwrap(), errors, None, process.pid())
+            .expect("a pidfd of the zygote's child");
+        if go_ahead {
+            std::io::Write::write_all(&mut std::fs::File::from(go_write), b"g").unwrap();
+        } else {
+            drop(go_write);
         }
-        assert!(Instant::now() < deadline, "no setup failure reported");
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    assert_eq!(
-        failure.step as u32,
-        ChildStep::JoinCgroup as u32,
-        "{failure}"
-    );
-    assert_eq!(failure.errno, libc::EPIPE);
-    // It exited with 127, as the zygote reports, and never answered the request.
-    let exited = recv_blocking(&control, &mut fds).unwrap().unwrap();
-    assert_eq!(exited.kind, Kind::Exited);
-    assert_eq!(exited.b, forked.b);
-    assert_eq!(protocol::decode_status(exited.c), Ok(127));
-    let mut out = Vec::new();
-    assert!(
-        channel.poll(&mut out).unwrap().is_none(),
-        "function code ran"
-    );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let failure = loop {
+            if let SetupState::Failed(failure) = child.poll_setup() {
+                break failure;
+            }
+            assert!(Instant::now() < deadline, "no setup failure reported");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(failure.step as u32, step as u32, "{failure}");
+        assert_eq!(failure.errno, errno, "{failure}");
+        // It exited with 127, as the zygote reports, and never answered the request.
+        let exited = recv_blocking(&control, &mut fds).unwrap().unwrap();
+        assert_eq!(exited.kind, Kind::Exited);
+        assert_eq!(exited.b, forked.b);
+        assert_eq!(protocol::decode_status(exited.c), Ok(127));
+        let mut out = Vec::new();
+        assert!(
+            channel.poll(&mut out).unwrap().is_none(),
+            "function code ran"
+        );
+    }
     // A pidfd that is not a child of the zygote's is refused.
     let me = std::fs::File::open("/dev/null").unwrap();
     assert!(Environment::adopt(
@@ -539,6 +555,7 @@ def handler(event, context):
         "fresh_tmp": fresh,
         "uid": os.getuid(),
         "hostname": open("/proc/sys/kernel/hostname").read().strip(),
+        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
     }
 
 def fail(event, context):
@@ -588,7 +605,6 @@ def fail(event, context):
     }
 
     #[test]
-    #[ignore = "known bug, see the README: a forked Python environment gets EACCES writing /tmp since the last fixes; cause not found yet"]
     fn python_environments_fork_from_an_imported_handler() {
         let f = RuntimeFixture::start();
         let dir = code(&[("app.py", APP, false)]);
@@ -606,6 +622,10 @@ def fail(event, context):
             assert_eq!(body["hostname"], "hearth");
             assert_eq!(body["fresh_tmp"], true, "a /tmp of its own");
             assert_eq!(body["remaining_ok"], true);
+            // An X-Ray trace header made for it, as hearth-init makes one.
+            let trace = body["trace"].as_str().unwrap_or_default();
+            assert!(trace.starts_with("Root=1-"), "{trace:?} {body}");
+            assert!(trace.ends_with(";Sampled=0"), "{trace:?}");
             assert_eq!(
                 body["request_id"].as_str(),
                 Some(answer.request_id().as_str())

@@ -447,6 +447,8 @@ mod probe {
                 "write_dev_null": try_path("write", "/dev/null"),
                 "read_host_os_release": try_path("read", "/etc/os-release"),
                 "mkdir_tmp": try_path("mkdir", "/tmp/hearth-probe-dir"),
+                // Its own, so no mount flag or permission stops the write: only landlock does.
+                "write_proc_self_comm": try_path("write", "/proc/self/comm"),
             },
         })
         .to_string()

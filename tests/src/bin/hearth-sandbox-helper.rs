@@ -92,7 +92,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         loopback: false,
         runtime_dir: None,
         layers: &[],
-        zygote: false,
+        zygote: None,
     })?;
     let (_, answer) = hearth_tests::invoke_environment(&mut channel, &mut environment, b"{}")?;
     if mode == "hold" {
@@ -138,7 +138,7 @@ fn spawn_live(
         loopback: false,
         runtime_dir: None,
         layers: &[],
-        zygote: false,
+        zygote: None,
     })?;
     Ok(Live { channel, env })
 }
@@ -366,7 +366,7 @@ fn invoke(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
         loopback: false,
         runtime_dir: None,
         layers: &[],
-        zygote: false,
+        zygote: None,
     })?;
     channel.submit(&event, &hearth_ipc::RequestMeta::default())?;
     let mut live = Live {
