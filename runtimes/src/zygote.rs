@@ -291,14 +291,11 @@ impl Zygote {
             unsafe { libc::_exit(127) }
         });
         // hearth says whether its children are landlocked: then the rules must be there, and a
-        // child without them fails rather than run unrestricted.
+        // child without them fails at that step rather than run unrestricted.
         let landlock = match (request.c & zygote::FORK_LANDLOCK != 0, &self.landlock) {
-            (false, _) => None,
-            (true, Some(rules)) => Some(rules),
-            (true, None) => fail(
-                fds[3].as_raw_fd(),
-                (ChildStep::LandlockCreate, libc::ENOENT),
-            ),
+            (false, _) => Landlock::Off,
+            (true, Some(rules)) => Landlock::Rules(rules),
+            (true, None) => Landlock::Missing,
         };
         let kept = (&self.filter[..], landlock, &self.bounding[..]);
         let channel = child(&fds, request.b, kept);
@@ -487,13 +484,20 @@ impl Drop for ChildSignals {
     }
 }
 
-/// What a child keeps from the zygote: its seccomp program, its landlock rules (when hearth
-/// asked for landlock) and the capabilities left in its bounding set.
-type Kept<'a> = (
-    &'a [libc::sock_filter],
-    Option<&'a Rules>,
-    &'a [libc::c_ulong],
-);
+/// What a child keeps from the zygote: its seccomp program, its landlock rules and the
+/// capabilities left in its bounding set.
+type Kept<'a> = (&'a [libc::sock_filter], Landlock<'a>, &'a [libc::c_ulong]);
+
+/// Whether a child landlocks itself.
+#[derive(Clone, Copy)]
+enum Landlock<'a> {
+    /// hearth did not ask for landlock (a kernel without it).
+    Off,
+    /// With these rules.
+    Rules(&'a Rules),
+    /// hearth asked for it but the zygote has no rules: the child fails at that step.
+    Missing,
+}
 
 /// A forked child's setup; on failure it reports the step and exits with status 127.
 fn child(fds: &[OwnedFd], tmp_bytes: u64, kept: Kept<'_>) -> Result<GuestChannel, ZygoteError> {
@@ -609,8 +613,10 @@ fn enter(
             )
             .into(),
         )?;
-        if let Some(rules) = landlock {
-            restrict_self(rules)?;
+        match landlock {
+            Landlock::Off => {}
+            Landlock::Rules(rules) => restrict_self(rules)?,
+            Landlock::Missing => return Err((ChildStep::LandlockCreate, libc::ENOENT)),
         }
         // Everything above fd 9 first, so no target number clobbers a source.
         let mut high = [0; 4];

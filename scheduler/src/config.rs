@@ -84,6 +84,13 @@ pub struct EngineConfig {
     pub function_output: FunctionOutput,
     /// Empty cgroups each shard keeps ready so cold starts skip `mkdir`.
     pub prepared_cgroups: usize,
+    /// The adaptive pool: at most this many idle environments each function revision keeps
+    /// ready on each shard beyond its provisioned concurrency. Its target is the number of
+    /// invocations that had to start an environment (none was idle) in the last 10 s, so a
+    /// function whose load keeps rising finds environments started ahead of it; housekeeping
+    /// starts them off the invoke path (at most 4 per pass, provisioned ones first), and those
+    /// left unused expire after the keep-alive like any idle environment. 0 turns it off.
+    pub adaptive_pool: usize,
     /// Sandbox settings.
     pub sandbox: SandboxConfig,
     /// `AWS_REGION` shown to functions.
@@ -108,6 +115,7 @@ impl Default for EngineConfig {
             env_cpus: EnvCpus::default(),
             function_output: FunctionOutput::default(),
             prepared_cgroups: 4,
+            adaptive_pool: 4,
             sandbox: SandboxConfig::default(),
             region: "us-east-1".into(),
             account_id: "123456789012".into(),

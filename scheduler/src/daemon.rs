@@ -78,6 +78,9 @@ pub struct FileConfig {
     pub account_concurrency: Option<u32>,
     /// Number of shards (default: one per CPU).
     pub shards: Option<usize>,
+    /// Most idle environments a function keeps ready per shard beyond provisioned concurrency
+    /// (default 4; 0 turns the adaptive pool off).
+    pub adaptive_pool: Option<usize>,
     /// Milliseconds a client has to send a request head (default 10000).
     pub head_timeout_ms: Option<u64>,
     /// Milliseconds a request body may pause (default 10000).

@@ -72,6 +72,14 @@ const PIDS_PER_ENV: u64 = 1024;
 
 /// New channels a shard keeps made for its next cold starts.
 const SPARE_CHANNELS: usize = 2;
+/// How far back a function's on-demand starts count toward its adaptive pool target (see
+/// [`crate::EngineConfig::adaptive_pool`]).
+const POOL_WINDOW: Duration = Duration::from_secs(10);
+/// Environments a shard starts ahead of demand per housekeeping pass (provisioned and
+/// adaptive together); a pass that started any is followed by none for a
+/// [`MAINTENANCE_INTERVAL`]: at most 40 per second, which also bounds how fast a crashing
+/// bootstrap is restarted.
+const POOL_STARTS_PER_PASS: usize = 4;
 
 /// How the environment that served an invocation was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +244,26 @@ struct Pool {
     idle: Vec<Key>,
     /// Environments with invocations in flight (candidates for pipelining).
     busy: Vec<Key>,
+    /// When invocations last had to start an environment because none was idle, newest last:
+    /// at most [`crate::EngineConfig::adaptive_pool`] of them, none older than [`POOL_WINDOW`].
+    /// Their number is how many idle environments housekeeping keeps ready.
+    demand: VecDeque<Instant>,
+    /// The function revision, for housekeeping to start environments of it.
+    function: Option<Arc<Function>>,
+}
+
+impl Pool {
+    /// Idle environments to keep ready: the on-demand starts of the last [`POOL_WINDOW`].
+    fn adaptive_target(&mut self, now: Instant) -> usize {
+        while self
+            .demand
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= POOL_WINDOW)
+        {
+            self.demand.pop_front();
+        }
+        self.demand.len()
+    }
 }
 
 /// One shard. Obtain it through [`crate::Engine::on_shard`]; it is used on its own thread only.
@@ -267,6 +295,8 @@ pub struct Shard {
     rng: u64,
     next_sync_tag: u64,
     next_maintenance: Instant,
+    /// Before this, housekeeping starts no environment ahead of demand (see [`Shard::provision`]).
+    next_provision: Instant,
     next_capture_check: Instant,
     stats: ShardStats,
     logs: ShardLogs,
@@ -407,6 +437,7 @@ impl Shard {
             rng: crate::sys::random_u64() | 1,
             next_sync_tag: 0,
             next_maintenance: Instant::now() + MAINTENANCE_INTERVAL,
+            next_provision: Instant::now(),
             next_capture_check: Instant::now(),
             stats: ShardStats::default(),
             logs: ShardLogs::new(logs),
@@ -657,7 +688,11 @@ impl Shard {
         for _ in 0..4 {
             let (key, start) = match self.pick(function, allow_queue) {
                 Some(picked) => picked,
-                None => self.start_env(function)?,
+                None => {
+                    let started = self.start_env(function)?;
+                    self.note_demand(function, now);
+                    started
+                }
             };
             let alone = self.busy.is_empty() && !self.concurrent_lately(now);
             let remote = self.env_cpus.as_deref();
@@ -924,8 +959,26 @@ impl Shard {
             pooled: false,
             zygote_pid,
         });
-        self.pools.entry(function.id()).or_default();
+        self.pools
+            .entry(function.id())
+            .or_default()
+            .function
+            .get_or_insert_with(|| function.clone());
         Ok((key, start))
+    }
+
+    /// Records that an invocation of `function` had to start an environment at `now`.
+    fn note_demand(&mut self, function: &Function, now: Instant) {
+        let limit = self.shared.config.adaptive_pool;
+        if let Some(pool) = self.pools.get_mut(&function.id()) {
+            if limit == 0 {
+                return;
+            }
+            if pool.demand.len() >= limit {
+                pool.demand.pop_front();
+            }
+            pool.demand.push_back(now);
+        }
     }
 
     /// Makes channels for the next cold starts (housekeeping, off the invoke path).
@@ -1400,7 +1453,14 @@ impl Shard {
                 .front()
                 .map(|i| i.id)
                 .map(|id| env.channel.taken(id));
+            let idle = env.inflight.is_empty().then(|| env.function.id());
             self.stats.exits += 1;
+            if let Some(pool) = idle.and_then(|id| self.pools.get_mut(&id)) {
+                // Died with nothing to do (an Init that fails, a setup step that fails): an
+                // environment started ahead of demand would die the same way, so the adaptive
+                // pool starts none until invocations ask for new environments again.
+                pool.demand.clear();
+            }
             match setup {
                 SetupState::Failed(f) if f.step == Step::Exec => {
                     self.kill(key, Some(FunctionError::InvalidEntrypoint(f.errno)));
@@ -1593,6 +1653,13 @@ impl Shard {
             }
             if env.state == State::Live && env.inflight.is_empty() && (!current || expired) {
                 reap.push(env.key);
+                if expired {
+                    // Idle for a whole keep-alive: the load that set its adaptive pool target
+                    // is gone, and refilling would only start environments to reap.
+                    if let Some(pool) = self.pools.get_mut(&env.function.id()) {
+                        pool.demand.clear();
+                    }
+                }
             }
         }
         for key in reap {
@@ -1634,9 +1701,17 @@ impl Shard {
             });
         self.logs.flush();
         let slots = &self.slots;
+        let registry = &self.shared.registry;
         self.pools.retain(|_, pool| {
             pool.idle.retain(|&k| slot_env(slots, k).is_some());
-            !pool.idle.is_empty() || !pool.busy.is_empty()
+            let current = pool
+                .function
+                .as_ref()
+                .is_some_and(|f| registry.is_current(f.name(), f.id()));
+            if !current {
+                pool.demand.clear();
+            }
+            !pool.idle.is_empty() || !pool.busy.is_empty() || pool.adaptive_target(now) > 0
         });
     }
 
@@ -1662,11 +1737,15 @@ impl Shard {
 
     /// Stops `function`'s idle environments on this shard and waits until they are reaped, so
     /// that its next invocation starts a new environment (benchmarks of cold starts use this).
+    /// Its adaptive pool target is forgotten too, so housekeeping does not start them again.
     pub fn retire_idle(&mut self, function: &Function) {
         let idle = self
             .pools
             .get_mut(&function.id())
-            .map(|p| std::mem::take(&mut p.idle))
+            .map(|p| {
+                p.demand.clear();
+                std::mem::take(&mut p.idle)
+            })
             .unwrap_or_default();
         for &key in &idle {
             self.kill(key, None);
@@ -1716,36 +1795,79 @@ impl Shard {
             .count()
     }
 
-    /// Starts environments for versions with provisioned concurrency until this shard holds
-    /// its share: at most four per pass, and only from housekeeping (never from the invoke
-    /// path), which also bounds how fast a crashing bootstrap is restarted.
+    /// Starts environments ahead of demand, only from housekeeping (never from the invoke
+    /// path) and at most [`POOL_STARTS_PER_PASS`] per [`MAINTENANCE_INTERVAL`]: first for versions with provisioned
+    /// concurrency until this shard holds its share of live environments, then for functions
+    /// whose invocations had to start environments lately until each has as many idle ones
+    /// as it had on-demand starts in the last [`POOL_WINDOW`] (at most
+    /// [`crate::EngineConfig::adaptive_pool`]).
     fn provision(&mut self) {
-        const PER_PASS: usize = 4;
-        let mut started = 0;
+        let now = Instant::now();
+        if now < self.next_provision {
+            return;
+        }
+        let mut budget = POOL_STARTS_PER_PASS;
+        self.start_ahead(now, &mut budget);
+        if budget < POOL_STARTS_PER_PASS {
+            self.next_provision = now + MAINTENANCE_INTERVAL;
+        }
+    }
+
+    fn start_ahead(&mut self, now: Instant, budget: &mut usize) {
         for function in self.shared.registry.provisioned() {
             let share = self.provisioned_share(&function);
             let live = self.live_environments(function.id());
-            for _ in live..share {
-                if started == PER_PASS {
-                    return;
+            let wanted = share.saturating_sub(live);
+            if !self.start_pooled(&function, wanted, budget, "a provisioned") {
+                return;
+            }
+        }
+        let mut short: Vec<(Arc<Function>, usize)> = Vec::new();
+        for pool in self.pools.values_mut() {
+            let target = pool.adaptive_target(now);
+            let idle = pool.idle.len();
+            if let Some(function) = pool.function.as_ref().filter(|_| idle < target) {
+                short.push((function.clone(), target - idle));
+            }
+        }
+        for (function, wanted) in short {
+            if !self.start_pooled(&function, wanted, budget, "a pooled") {
+                return;
+            }
+        }
+    }
+
+    /// Starts up to `wanted` idle environments of `function` within `budget`, marked as pooled
+    /// (their first invocation is [`Start::Pool`]). False once the budget is spent or a start
+    /// failed (logged as `what` environment).
+    fn start_pooled(
+        &mut self,
+        function: &Arc<Function>,
+        wanted: usize,
+        budget: &mut usize,
+        what: &str,
+    ) -> bool {
+        for _ in 0..wanted {
+            if *budget == 0 {
+                return false;
+            }
+            match self.start_env(function) {
+                Ok((key, _)) => {
+                    if let Some(env) = self.env_mut(key) {
+                        env.pooled = true;
+                    }
+                    if let Some(pool) = self.pools.get_mut(&function.id()) {
+                        pool.idle.push(key);
+                    }
+                    *budget -= 1;
                 }
-                match self.start_env(&function) {
-                    Ok((key, _)) => {
-                        if let Some(env) = self.env_mut(key) {
-                            env.pooled = true;
-                        }
-                        if let Some(pool) = self.pools.get_mut(&function.id()) {
-                            pool.idle.push(key);
-                        }
-                        started += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(function = function.name(), version = function.version(), error = %e, "could not start a provisioned environment");
-                        return;
-                    }
+                Err(e) => {
+                    tracing::warn!(function = function.name(), version = function.version(), error = %e, "could not start {what} environment");
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Whether the mailbox was signalled since the last call.

@@ -277,6 +277,7 @@ mod tests {
             last_modified: "now".into(),
             revision_id: "r".into(),
             layers: Vec::new(),
+            snap_start: "None".into(),
         }
     }
 

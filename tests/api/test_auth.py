@@ -63,6 +63,7 @@ def test_refused_request_does_nothing(hearth, lam):
     [
         ("GET", "/2015-03-31/functions", None),
         ("GET", "/2016-08-19/account-settings", None),
+        ("GET", "/hearth/stats", None),
         ("POST", "/2015-03-31/functions/anything/invocations", b"{}"),
     ],
 )

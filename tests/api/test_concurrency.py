@@ -2,11 +2,12 @@
 GetAccountSettings, and Put/Get/DeleteProvisionedConcurrencyConfig."""
 
 import base64
+import json
 import threading
 
 import pytest
 
-from support import assert_error, invoke, poll, unique_name
+from support import assert_error, invoke, poll, signed_request, unique_name
 
 ACCOUNT_CONCURRENCY = 1000
 MIN_UNRESERVED = 100
@@ -254,3 +255,27 @@ def test_provisioned_concurrency_update_changes_the_request(lam, make_function):
     )
     assert ready["RequestedProvisionedConcurrentExecutions"] == 3
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+
+
+# -- how invocations were served ----------------------------------------------------------------
+
+
+def served(hearth) -> dict:
+    resp = signed_request(hearth, "GET", "/hearth/stats")
+    assert resp.status == 200, resp.describe()
+    stats = json.loads(resp.body)
+    assert len(stats["Shards"]) >= 1, stats
+    return stats["Total"]
+
+
+def test_stats_count_how_invocations_were_served(hearth, lam, make_function):
+    name = make_function("echo")["FunctionName"]
+    before = served(hearth)
+    invoke(lam, name, b'"first"')
+    invoke(lam, name, b'"second"')
+    after = served(hearth)
+    started = lambda s: s["EnvironmentsStarted"]["Cold"] + s["EnvironmentsStarted"]["Zygote"]
+    # The first call started an environment, the second found it warm.
+    assert started(after) >= started(before) + 1, (before, after)
+    assert after["Invocations"]["Warm"] >= before["Invocations"]["Warm"] + 1, (before, after)
+    assert after["Environments"]["Live"] >= 1, after

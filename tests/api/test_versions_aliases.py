@@ -280,3 +280,31 @@ def test_update_alias_routing(lam, make_function):
     assert not updated.get("RoutingConfig", {}).get("AdditionalVersionWeights")
     executed = Counter(invoke(lam, name, "{}", Qualifier="canary")[0]["ExecutedVersion"] for _ in range(20))
     assert executed == Counter({"1": 20})
+
+
+# -- SnapStart ----------------------------------------------------------------------------------
+
+
+def test_snap_start_is_kept_but_said_to_be_off(lam, make_function):
+    """hearth has no checkpoint/restore: a template asking for SnapStart still deploys, and the
+    function's configuration says plainly that it is off and why."""
+    created = make_function("echo", SnapStart={"ApplyOn": "PublishedVersions"})
+    assert created["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}
+    assert "no checkpoint/restore" in created["StateReason"]
+    name = created["FunctionName"]
+    version = lam.publish_version(FunctionName=name)
+    assert version["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}
+    assert "CRIU" in version["StateReason"]
+    _, body = invoke(lam, name, b'"still served"', Qualifier=version["Version"])
+    assert body == b'"still served"'
+
+    lam.update_function_configuration(FunctionName=name, SnapStart={"ApplyOn": "None"})
+    wait_updated(lam, name)
+    latest = lam.get_function_configuration(FunctionName=name)
+    assert latest["SnapStart"] == {"ApplyOn": "None", "OptimizationStatus": "Off"}
+    assert "StateReason" not in latest
+
+    with pytest.raises(ClientError) as exc:
+        lam.update_function_configuration(FunctionName=name, SnapStart={"ApplyOn": "Always"})
+    assert_error(exc.value, VALIDATION_CODES, 400)
+    assert "snapStart.applyOn" in str(exc.value)

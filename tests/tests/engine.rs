@@ -150,9 +150,11 @@ fn a_timeout_kills_the_environment_and_answers_sandbox_timedout() {
         "the timed-out environment was killed"
     );
     let (next, body) = f.invoke("slow", b"1").unwrap();
-    // A new environment (forked from the function's zygote once it is ready).
+    // A new environment: started for this call (from nothing, or forked from the function's
+    // zygote once it is ready), or ahead of it by the adaptive pool, which the first call's
+    // cold start set to one.
     assert!(
-        matches!(next.start, Start::Cold | Start::Zygote),
+        matches!(next.start, Start::Cold | Start::Zygote | Start::Pool),
         "{next:?}"
     );
     assert_eq!(body, b"slept 1");
@@ -237,6 +239,12 @@ fn a_missing_bootstrap_answers_runtime_invalid_entrypoint() {
     let (error, doc) = f.error_doc("nobootstrap", b"");
     assert_eq!(error, FunctionError::InvalidEntrypoint(libc::ENOENT));
     assert_eq!(doc["errorType"], "Runtime.InvalidEntrypoint");
+    // Its cold start set the adaptive pool's target to one; the one environment housekeeping
+    // started ahead of demand died unused just the same, and none more were started for it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = f.engine.stats()[0];
+    assert!(matches!(stats.cold, 1 | 2), "{stats:?}");
+    assert_eq!(stats.live, 0, "{stats:?}");
 }
 
 #[test]
@@ -455,6 +463,55 @@ fn invocations_queued_behind_a_timed_out_one_fail_without_running() {
         };
         assert!(message.contains("did not run"), "{message}");
     }
+}
+
+/// Two long invocations at once, then housekeeping, then two more while the first two still
+/// run: how each of the later two was served, and the shard's counters.
+fn rising_load(f: &Fixture) -> (Vec<Start>, hearth_scheduler::ShardStats) {
+    f.function("sleepy", "sleep", |c| c.zygote = false);
+    assert!(submit_all(f, "sleepy", vec![b"1500", b"1500"])
+        .iter()
+        .all(Result::is_ok));
+    let later = f
+        .engine
+        .on_shard(0, |shard| {
+            let function = shard.function("sleepy").unwrap();
+            shard.housekeeping();
+            [2, 3].map(|tag| shard.submit(&function, b"0", tag))
+        })
+        .unwrap();
+    assert!(later.iter().all(Result::is_ok), "{later:?}");
+    let done = poll_all(f, 4);
+    assert_eq!(done.len(), 4);
+    for c in &done {
+        assert!(c.result.as_ref().unwrap().error.is_none(), "{:?}", c.result);
+    }
+    let starts = done[2..]
+        .iter()
+        .map(|c| c.result.as_ref().unwrap().start)
+        .collect();
+    (starts, f.engine.stats()[0])
+}
+
+#[test]
+fn environments_are_started_ahead_of_a_rising_load() {
+    let f = fixture();
+    let (starts, stats) = rising_load(&f);
+    // The two on-demand starts made a target of two idle environments, which housekeeping
+    // started while the first two ran; the next two invocations found them.
+    assert_eq!(starts, [Start::Pool, Start::Pool]);
+    assert_eq!(stats.pool, 2);
+    // Housekeeping may have refilled the pool once those two were taken: four or six started.
+    assert!(matches!(stats.cold, 4 | 6), "{stats:?}");
+    assert_eq!(stats.live, stats.cold, "{stats:?}");
+}
+
+#[test]
+fn without_the_adaptive_pool_a_rising_load_starts_environments_on_demand() {
+    let f = fixture_with(|c| c.adaptive_pool = 0);
+    let (starts, stats) = rising_load(&f);
+    assert_eq!(starts, [Start::Cold, Start::Cold]);
+    assert_eq!((stats.pool, stats.cold, stats.live), (0, 4, 4));
 }
 
 #[test]

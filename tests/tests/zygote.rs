@@ -485,9 +485,13 @@ mod engine {
         let zygote = f.zygote_pids();
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let left: Vec<i32> = hearth_tests::function_pids("orphans")
+            // Not the zygote, and not an environment the adaptive pool started since (a
+            // single process that has run nothing yet).
+            let pids = hearth_tests::function_pids("orphans");
+            let live = f.engine.on_shard(0, |s| s.environment_pids()).unwrap();
+            let left: Vec<i32> = pids
                 .into_iter()
-                .filter(|p| !zygote.contains(p))
+                .filter(|p| !zygote.contains(p) && !live.contains(p))
                 .collect();
             if left.is_empty() {
                 break;

@@ -333,6 +333,36 @@ fn layer_not_found() -> ApiError {
     ApiError::not_found("The resource you requested does not exist.")
 }
 
+/// hearth's own counters (`GET /hearth/stats`): how invocations were served and environments
+/// started, per shard and in total.
+fn stats_json(shards: &[crate::ShardStats]) -> Value {
+    let one = |s: &crate::ShardStats| {
+        json!({
+            "Invocations": {"Warm": s.warm, "Pool": s.pool, "Queued": s.queued, "Throttled": s.throttled},
+            "EnvironmentsStarted": {"Cold": s.cold, "Zygote": s.zygote},
+            "Environments": {
+                "Live": s.live, "Reaped": s.reaped, "TimedOut": s.timeouts, "Exited": s.exits,
+                "ProtocolErrors": s.protocol_errors,
+            },
+        })
+    };
+    let mut total = crate::ShardStats::default();
+    for s in shards {
+        total.warm += s.warm;
+        total.pool += s.pool;
+        total.queued += s.queued;
+        total.throttled += s.throttled;
+        total.cold += s.cold;
+        total.zygote += s.zygote;
+        total.live += s.live;
+        total.reaped += s.reaped;
+        total.timeouts += s.timeouts;
+        total.exits += s.exits;
+        total.protocol_errors += s.protocol_errors;
+    }
+    json!({"Total": one(&total), "Shards": shards.iter().map(one).collect::<Vec<_>>()})
+}
+
 /// Lambda's `ProvisionedConcurrencyConfig` with `available` environments started.
 fn provisioned_json(entry: &Provisioned, available: u32) -> Value {
     let available = available.min(entry.requested);
@@ -601,6 +631,7 @@ impl Control {
         let body = &request.body;
         let method = request.method.as_str();
         match (method, segments.as_slice()) {
+            ("GET", ["hearth", "stats"]) => Ok(Response::json(200, &stats_json(&engine.stats()))),
             ("GET", ["2015-03-31", "functions"]) => self.list_functions(&query),
             ("POST", ["2015-03-31", "functions"]) => self.create_function(engine, body),
             ("GET", ["2015-03-31", "functions", f]) => {
@@ -752,6 +783,7 @@ impl Control {
             timeout: fields.u32("Timeout")?.unwrap_or(3),
             environment,
             ephemeral_storage: Self::ephemeral(&fields)?.unwrap_or(512),
+            snap_start: Self::snap_start(&fields)?.unwrap_or_else(|| "None".into()),
             code_sha256_hex: stored.sha256_hex,
             code_sha256: stored.sha256_base64,
             code_size: stored.size,
@@ -796,6 +828,20 @@ impl Control {
             Some(env) => Ok(Some(
                 Fields(env).string_map("Variables")?.unwrap_or_default(),
             )),
+        }
+    }
+
+    /// `SnapStart.ApplyOn`, checked as Lambda checks it.
+    fn snap_start(fields: &Fields<'_>) -> Result<Option<String>> {
+        let Some(snap) = fields.object("SnapStart")? else {
+            return Ok(None);
+        };
+        match Fields(snap).string("ApplyOn")? {
+            Some(v) if v == "None" || v == "PublishedVersions" => Ok(Some(v)),
+            Some(v) => Err(ApiError::invalid(format!(
+                "1 validation error detected: Value '{v}' at 'snapStart.applyOn' failed to satisfy constraint: Member must satisfy enum value set: [PublishedVersions, None]"
+            ))),
+            None => Ok(Some("None".into())),
         }
     }
 
@@ -1101,6 +1147,9 @@ impl Control {
         }
         if let Some(size) = Self::ephemeral(&fields)? {
             latest.ephemeral_storage = size;
+        }
+        if let Some(apply_on) = Self::snap_start(&fields)? {
+            latest.snap_start = apply_on;
         }
         if let Some(layers) = self.resolve_layers(&fields)? {
             latest.layers = layers;

@@ -30,7 +30,29 @@ pub(crate) struct VersionConfig {
     /// Layer versions in Lambda's order (absent in rows written before layers existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerRef>,
+    /// `SnapStart.ApplyOn` as the client set it: `None` or `PublishedVersions`. Stored and
+    /// shown so that templates setting it work unchanged; hearth has no checkpoint/restore, so
+    /// its `OptimizationStatus` is always `Off` and the function's `StateReason` says why.
+    #[serde(
+        default = "snap_start_none",
+        skip_serializing_if = "is_snap_start_none"
+    )]
+    pub snap_start: String,
 }
+
+fn snap_start_none() -> String {
+    "None".into()
+}
+
+fn is_snap_start_none(apply_on: &String) -> bool {
+    apply_on == "None"
+}
+
+/// What a function with `SnapStart.ApplyOn = PublishedVersions` says in its `StateReason`.
+pub(crate) const SNAP_START_REASON: &str = "SnapStart is not available on hearth: it has no \
+checkpoint/restore (CRIU 3.17, the one Debian ships, cannot restore on this kernel). New \
+environments fork from the function's initialised zygote where its runtime allows, and \
+otherwise start from nothing.";
 
 /// One layer version a function uses. The code address is kept with the function, so the
 /// function keeps working (and its layer's code is kept) after the layer version is deleted,
@@ -57,6 +79,7 @@ impl VersionConfig {
             && self.ephemeral_storage == other.ephemeral_storage
             && self.code_sha256_hex == other.code_sha256_hex
             && self.layers == other.layers
+            && self.snap_start == other.snap_start
     }
 
     /// Lambda's `FunctionConfiguration`.
@@ -82,11 +105,14 @@ impl VersionConfig {
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": self.ephemeral_storage},
-            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "SnapStart": {"ApplyOn": self.snap_start, "OptimizationStatus": "Off"},
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
         });
         if !self.environment.is_empty() {
             config["Environment"] = json!({ "Variables": self.environment });
+        }
+        if !is_snap_start_none(&self.snap_start) {
+            config["StateReason"] = SNAP_START_REASON.into();
         }
         if !self.layers.is_empty() {
             let layers: Vec<Value> = self
