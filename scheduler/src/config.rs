@@ -88,8 +88,9 @@ pub struct EngineConfig {
     /// ready on each shard beyond its provisioned concurrency. Its target is the number of
     /// invocations that had to start an environment (none was idle) in the last 10 s, so a
     /// function whose load keeps rising finds environments started ahead of it; housekeeping
-    /// starts them off the invoke path (at most 4 per pass, provisioned ones first), and those
-    /// left unused expire after the keep-alive like any idle environment. 0 turns it off.
+    /// starts them off the invoke path (at most 4 per 100 ms per shard, provisioned ones first),
+    /// and stops those nobody used once no invocation has had to start one for 10 s. 0 turns it
+    /// off.
     pub adaptive_pool: usize,
     /// Sandbox settings.
     pub sandbox: SandboxConfig,

@@ -89,7 +89,7 @@ pub enum Start {
     /// Queued behind another invocation in a busy environment (pipelining).
     Queued,
     /// The first invocation of an environment started ahead of demand (provisioned
-    /// concurrency): its start-up was paid before the invocation arrived.
+    /// concurrency or the adaptive pool): its start-up was paid before the invocation arrived.
     Pool,
     /// A new environment started from nothing for this invocation.
     Cold,
@@ -143,7 +143,7 @@ pub struct ShardStats {
     /// Invocations served by a warm environment.
     pub warm: u64,
     /// Invocations that were the first of an environment started ahead of demand
-    /// (provisioned concurrency).
+    /// (provisioned concurrency or the adaptive pool).
     pub pool: u64,
     /// Invocations queued behind another one.
     pub queued: u64,
@@ -323,8 +323,11 @@ impl std::fmt::Debug for Shard {
 /// Whether `config`'s environments may be forked from a zygote: native functions, and Python
 /// ones without extensions or an exec wrapper (those need hearth-init, which a forked Python
 /// environment does without). Node cannot fork cooperatively (V8 runs threads of its own).
-fn zygote_capable(config: &crate::FunctionConfig) -> bool {
-    if !config.zygote {
+/// Only where landlock scopes abstract unix sockets and signals (ABI 6+) and not rootless:
+/// forked environments share their zygote's network namespace, which is safe only where an
+/// environment started from nothing would share one too (see `hearth_sandbox::Sandbox`).
+fn zygote_capable(config: &crate::FunctionConfig, sandbox: &hearth_sandbox::Sandbox) -> bool {
+    if !config.zygote || sandbox.rootless() || sandbox.landlock_abi() < 6 {
         return false;
     }
     match config.launch {
@@ -868,7 +871,7 @@ impl Shard {
             (config.command.clone(), config.args.clone(), None)
         };
         // The function's zygote, once ready, forks the environment instead.
-        let forked = if zygote_capable(config) {
+        let forked = if zygote_capable(config, &self.shared.sandbox) {
             let child = ChildSpec {
                 channel: channel.guest_fd(),
                 stdout: output,
@@ -1651,6 +1654,18 @@ impl Shard {
                     expired = false;
                 }
             }
+            // Started by the adaptive pool and never used, and the load that asked for it has
+            // not risen for a whole window: stopped now rather than after the keep-alive.
+            let unwanted = env.pooled
+                && share == 0
+                && self
+                    .pools
+                    .get_mut(&env.function.id())
+                    .is_some_and(|p| p.adaptive_target(now) == 0);
+            if env.state == State::Live && env.inflight.is_empty() && unwanted {
+                reap.push(env.key);
+                continue;
+            }
             if env.state == State::Live && env.inflight.is_empty() && (!current || expired) {
                 reap.push(env.key);
                 if expired {
@@ -1818,39 +1833,46 @@ impl Shard {
             let share = self.provisioned_share(&function);
             let live = self.live_environments(function.id());
             let wanted = share.saturating_sub(live);
-            if !self.start_pooled(&function, wanted, budget, "a provisioned") {
-                return;
-            }
+            self.start_pooled(&function, wanted, budget, "a provisioned");
         }
+        let registry = &self.shared.registry;
         let mut short: Vec<(Arc<Function>, usize)> = Vec::new();
         for pool in self.pools.values_mut() {
             let target = pool.adaptive_target(now);
             let idle = pool.idle.len();
-            if let Some(function) = pool.function.as_ref().filter(|_| idle < target) {
+            let Some(function) = pool.function.as_ref().filter(|_| idle < target) else {
+                continue;
+            };
+            // Not a revision an update or delete replaced since the last maintenance pass.
+            if registry.is_current(function.name(), function.id()) {
                 short.push((function.clone(), target - idle));
+            } else {
+                pool.demand.clear();
             }
         }
+        // Neediest first, so that one function cannot take every pass's budget.
+        short.sort_by_key(|(_, wanted)| std::cmp::Reverse(*wanted));
         for (function, wanted) in short {
-            if !self.start_pooled(&function, wanted, budget, "a pooled") {
-                return;
-            }
+            self.start_pooled(&function, wanted, budget, "a pooled");
         }
     }
 
     /// Starts up to `wanted` idle environments of `function` within `budget`, marked as pooled
-    /// (their first invocation is [`Start::Pool`]). False once the budget is spent or a start
-    /// failed (logged as `what` environment).
+    /// (their first invocation is [`Start::Pool`]). A failed start (logged as `what`
+    /// environment) spends its share of the budget too, so a function that cannot start is
+    /// retried no faster than the rate bound, and ends this function's turn.
     fn start_pooled(
         &mut self,
         function: &Arc<Function>,
         wanted: usize,
         budget: &mut usize,
         what: &str,
-    ) -> bool {
+    ) {
         for _ in 0..wanted {
             if *budget == 0 {
-                return false;
+                return;
             }
+            *budget -= 1;
             match self.start_env(function) {
                 Ok((key, _)) => {
                     if let Some(env) = self.env_mut(key) {
@@ -1859,15 +1881,13 @@ impl Shard {
                     if let Some(pool) = self.pools.get_mut(&function.id()) {
                         pool.idle.push(key);
                     }
-                    *budget -= 1;
                 }
                 Err(e) => {
                     tracing::warn!(function = function.name(), version = function.version(), error = %e, "could not start {what} environment");
-                    return false;
+                    return;
                 }
             }
         }
-        true
     }
 
     /// Whether the mailbox was signalled since the last call.

@@ -466,7 +466,8 @@ fn invocations_queued_behind_a_timed_out_one_fail_without_running() {
 }
 
 /// Two long invocations at once, then housekeeping, then two more while the first two still
-/// run: how each of the later two was served, and the shard's counters.
+/// run, then housekeeping again once its rate bound allows (100 ms) while all four run: how
+/// each of the later two was served, and the shard's counters.
 fn rising_load(f: &Fixture) -> (Vec<Start>, hearth_scheduler::ShardStats) {
     f.function("sleepy", "sleep", |c| c.zygote = false);
     assert!(submit_all(f, "sleepy", vec![b"1500", b"1500"])
@@ -477,7 +478,10 @@ fn rising_load(f: &Fixture) -> (Vec<Start>, hearth_scheduler::ShardStats) {
         .on_shard(0, |shard| {
             let function = shard.function("sleepy").unwrap();
             shard.housekeeping();
-            [2, 3].map(|tag| shard.submit(&function, b"0", tag))
+            let later = [2, 3].map(|tag| shard.submit(&function, b"300", tag));
+            std::thread::sleep(Duration::from_millis(110));
+            shard.housekeeping();
+            later
         })
         .unwrap();
     assert!(later.iter().all(Result::is_ok), "{later:?}");
@@ -501,9 +505,14 @@ fn environments_are_started_ahead_of_a_rising_load() {
     // started while the first two ran; the next two invocations found them.
     assert_eq!(starts, [Start::Pool, Start::Pool]);
     assert_eq!(stats.pool, 2);
-    // Housekeeping may have refilled the pool once those two were taken: four or six started.
-    assert!(matches!(stats.cold, 4 | 6), "{stats:?}");
-    assert_eq!(stats.live, stats.cold, "{stats:?}");
+    // Once those two were taken, the second housekeeping refilled the pool: six started.
+    assert_eq!((stats.cold, stats.live), (6, 6), "{stats:?}");
+    // No more on-demand starts for the 10 s window: environments the pool started and nobody
+    // used are stopped; the four that served stay warm (the keep-alive is 10 minutes).
+    std::thread::sleep(Duration::from_millis(11_500));
+    let after = f.engine.stats()[0];
+    assert_eq!(after.live, 4, "{after:?}");
+    assert_eq!(after.reaped, 2, "{after:?}");
 }
 
 #[test]
