@@ -283,7 +283,11 @@ fn a_corrupted_request_ring_is_caught_at_the_next_call_which_runs_elsewhere() {
     let (second, body) = f.invoke("garbage", b"unknown-mode").unwrap();
     assert_eq!(body, b"no such garbage");
     assert_ne!(second.env_pid, first.env_pid);
-    assert_eq!(second.start, Start::Cold);
+    // A new environment: started for it, or ahead of it by the adaptive pool.
+    assert!(
+        matches!(second.start, Start::Cold | Start::Pool),
+        "{second:?}"
+    );
 }
 
 #[test]

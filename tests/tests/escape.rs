@@ -825,7 +825,12 @@ fn ring_request_head_past_the_tail_is_not_used_again() {
     assert_blocked("ring-req-head-past", &first, &["-"], 0);
     let second = run.invoke();
     assert_blocked("ring-req-head-past", &second, &["-"], 0);
-    assert_eq!(second.outcome.start, Start::Cold);
+    // A new environment: started for it, or ahead of it by the adaptive pool.
+    assert!(
+        matches!(second.outcome.start, Start::Cold | Start::Pool),
+        "{:?}",
+        second.outcome
+    );
     assert_ne!(second.outcome.env_pid, first.outcome.env_pid);
     wait_gone("ring-req-head-past", first.outcome.env_pid);
     run.finish();
@@ -858,7 +863,12 @@ fn ring_unsolicited_answer_retires_the_environment() {
     assert_blocked("ring-unsolicited", &first, &["-"], 0);
     let second = run.invoke();
     assert_blocked("ring-unsolicited", &second, &["-"], 0);
-    assert_eq!(second.outcome.start, Start::Cold);
+    // A new environment: started for it, or ahead of it by the adaptive pool.
+    assert!(
+        matches!(second.outcome.start, Start::Cold | Start::Pool),
+        "{:?}",
+        second.outcome
+    );
     assert_ne!(second.outcome.env_pid, first.outcome.env_pid);
     wait_gone("ring-unsolicited", first.outcome.env_pid);
     run.finish();
