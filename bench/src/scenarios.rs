@@ -268,9 +268,14 @@ pub fn cold_zygote(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let before = shard.stats();
         let (lat, busy) = cold_loop(shard, &f, (EVENT, Start::Zygote), n, |out| out == EVENT)?;
+        let after = shard.stats();
         // One shard forks them one after another: starts per second of shard time.
         let rate = n as f64 / busy.as_secs_f64().max(1e-9);
+        // Forks (warm-up included) whose child entered namespaces the zygote's helper made.
+        let forks = after.zygote.saturating_sub(before.zygote).max(1);
+        let prepared = after.zygote_prepared.saturating_sub(before.zygote_prepared);
         Ok((
             lat,
             busy,
@@ -278,6 +283,7 @@ pub fn cold_zygote(bench: &Bench, n: u64) -> Result<(Latencies, Duration, Value)
                 "isolation": ISOLATION,
                 "function_linking": linking,
                 "starts_per_s": rate.round(),
+                "namespaces_made_ahead": round2(prepared as f64 / forks as f64),
             }),
         ))
     })

@@ -9,8 +9,16 @@
 //! |---|---|---|---|
 //! | `Ready` | zygote | | |
 //! | `Fork` | scheduler | `a` = sequence number, `b` = `/tmp` size in bytes, `c` = flags (bit 0: the child restricts itself with landlock) | channel, stdout, stderr, error pipe, go-ahead pipe (read end) |
-//! | `Forked` | zygote | `a` = sequence number, `b` = child's pid in the zygote's namespace, `c` = errno (0: forked) | the child's pidfd (when forked) |
+//! | `Forked` | zygote | `a` = sequence number, `b` = child's pid in the zygote's namespace, `c` = errno in its low 32 bits (0: forked), [`FORKED_PREPARED`] set when the child entered namespaces made ahead | the child's pidfd (when forked) |
 //! | `Exited` | zygote | `b` = child's pid in the zygote's namespace, `c` = [`encode_status`] | |
+//!
+//! Between a zygote and its helper process (which makes the mount, ipc and uts namespaces of
+//! its next children ahead, on a socket pair of their own; never on the scheduler's socket):
+//!
+//! | kind | from | fields | descriptors |
+//! |---|---|---|---|
+//! | `Prepare` | zygote | `b` = `/tmp` size in bytes | |
+//! | `Prepared` | helper | `b` = `/tmp` size in bytes, `c` = errno (0: made) | mount, ipc and uts namespaces, then the landlock ruleset where the zygote has rules |
 //!
 //! The scheduler treats everything a zygote sends as hostile (it runs function code): a
 //! datagram of the wrong size, an unknown kind or unexpected descriptors are errors for that
@@ -36,6 +44,10 @@ pub enum Kind {
     Forked = 3,
     /// A child the zygote forked has exited.
     Exited = 4,
+    /// (Zygote to its helper) make a set of namespaces for a future child.
+    Prepare = 5,
+    /// (Helper to its zygote) a set of namespaces, or why none could be made.
+    Prepared = 6,
 }
 
 /// One message (see the module docs for what `a`, `b` and `c` hold).
@@ -77,6 +89,8 @@ impl Message {
             2 => Kind::Fork,
             3 => Kind::Forked,
             4 => Kind::Exited,
+            5 => Kind::Prepare,
+            6 => Kind::Prepared,
             _ => return None,
         };
         Some(Self::new(kind, word(8), word(16), word(24)))
@@ -94,6 +108,11 @@ pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Flag of a `Fork` request: the child restricts itself with landlock.
 pub const FORK_LANDLOCK: u64 = 1;
+
+/// Flag in a `Forked` answer's `c`, above the errno: the child entered a mount, ipc and uts
+/// namespace (with its `/tmp` mounted, and its landlock ruleset) that the zygote's helper made
+/// ahead, instead of creating them itself.
+pub const FORKED_PREPARED: u64 = 1 << 32;
 
 /// Most descriptors a message may carry.
 pub const MAX_FDS: usize = sys::MAX_FDS;

@@ -257,8 +257,9 @@ pub(crate) struct Fixed<'a> {
 }
 
 /// Capabilities a zygote keeps in its user namespace: `CAP_SYS_ADMIN` to create each child's
-/// namespaces and mounts, `CAP_SETPCAP` for the child to drop its bounding set.
-const ZYGOTE_CAPS: u64 = (1 << 21) | (1 << 8); // CAP_SYS_ADMIN, CAP_SETPCAP
+/// namespaces and mounts, `CAP_SYS_CHROOT` with it to enter a mount namespace its helper made
+/// ahead (`setns` needs both), `CAP_SETPCAP` for the child to drop its bounding set.
+const ZYGOTE_CAPS: u64 = (1 << 21) | (1 << 18) | (1 << 8); // CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_SETPCAP
 
 /// The whole plan for one environment.
 pub(crate) fn build(
@@ -483,8 +484,8 @@ mod tests {
         assert_eq!((step, errno), (Step::Exec, 0));
         let at = |p| rec.position(p);
         // Its own network namespace (not the shared one), bounding set emptied but for
-        // CAP_SETPCAP (8) and CAP_SYS_ADMIN (21), kept across the uid switch and made ambient
-        // so they survive execve.
+        // CAP_SETPCAP (8), CAP_SYS_CHROOT (18) and CAP_SYS_ADMIN (21), kept across the uid
+        // switch and made ambient so they survive execve.
         assert!(
             !rec.calls.iter().any(|c| c.starts_with("setns")),
             "{:?}",
@@ -494,13 +495,14 @@ mod tests {
         assert!(!rec
             .calls
             .iter()
-            .any(|c| c == "prctl 24 8" || c == "prctl 24 21"));
+            .any(|c| c == "prctl 24 8" || c == "prctl 24 18" || c == "prctl 24 21"));
         assert!(
             at("prctl 8 1") < at("setresuid 65534"),
             "PR_SET_KEEPCAPS first"
         );
-        assert!(at("setresuid 65534") < at("capset 0x200100"));
-        assert!(at("capset 0x200100") < at("ambient_raise 8"));
+        assert!(at("setresuid 65534") < at("capset 0x240100"));
+        assert!(at("capset 0x240100") < at("ambient_raise 8"));
+        assert!(at("ambient_raise 18") < at("ambient_raise 21"));
         assert!(at("ambient_raise 21") < at("seccomp"));
         // Not landlocked (its children build their own rulesets); the children's seccomp
         // program (fd 40 here) is kept at fd 5 and their landlock rules (fd 41) at fd 6, neither

@@ -345,6 +345,7 @@ mod tests {
             "unshare",
             "setns",
             "pidfd_open",
+            "sched_setscheduler",
             "mount",
             "capset",
             "landlock_create_ruleset",
@@ -357,7 +358,8 @@ mod tests {
             }
         }
         // unshare: a pid namespace (zygote), mount+ipc+uts and a cgroup namespace (child),
-        // never a user or network namespace; setns only back into a pid namespace; mounts only
+        // never a user or network namespace; setns only into a pid namespace (back to its own)
+        // and into the mount, ipc and uts namespaces its helper made; mounts only
         // with the two flag sets a child uses.
         let conditions = |name| {
             names(&zygote, name)
@@ -375,7 +377,12 @@ mod tests {
         );
         assert_eq!(
             conditions("setns"),
-            [(Action::Allow, Some((1, u64::MAX, 0x2000_0000)))]
+            [
+                (Action::Allow, Some((1, u64::MAX, 0x2000_0000))),
+                (Action::Allow, Some((1, u64::MAX, 0x0002_0000))),
+                (Action::Allow, Some((1, u64::MAX, 0x0800_0000))),
+                (Action::Allow, Some((1, u64::MAX, 0x0400_0000))),
+            ]
         );
         assert!(names(&zygote, "mount")
             .iter()

@@ -152,6 +152,9 @@ pub struct ShardStats {
     pub cold: u64,
     /// Environments forked from a zygote (likewise).
     pub zygote: u64,
+    /// Of those, the ones that entered mount, ipc and uts namespaces (with `/tmp` mounted and
+    /// the landlock ruleset built) made ahead by the zygote's helper process.
+    pub zygote_prepared: u64,
     /// Invocations refused by admission control.
     pub throttled: u64,
     /// Environments killed at a deadline.
@@ -891,7 +894,8 @@ impl Shard {
             None
         };
         let (process, zygote_pid, start) = match forked {
-            Some((process, pid)) => {
+            Some((process, pid, prepared)) => {
+                self.stats.zygote_prepared += u64::from(prepared);
                 let zygote = self.zygotes.zygote_id(function.id()).unwrap_or(0);
                 let pid = (function.id(), zygote, pid);
                 if local {

@@ -64,14 +64,16 @@ pub(crate) struct Zygotes {
 }
 
 impl Zygotes {
-    /// Forks an environment from `function`'s zygote if it has a ready one. `None`: it has
-    /// none (one is asked for); `Some(Err)`: the zygote failed and was discarded.
+    /// Forks an environment from `function`'s zygote if it has a ready one: the environment,
+    /// its pid in the zygote's namespace, and whether it entered namespaces the zygote's helper
+    /// made ahead. `None`: it has none (one is asked for); `Some(Err)`: the zygote failed and
+    /// was discarded.
     pub(crate) fn fork(
         &mut self,
         sandbox: &Sandbox,
         function: &Arc<Function>,
         child: &ChildSpec<'_>,
-    ) -> Option<Result<(Environment, u64), ForkError>> {
+    ) -> Option<Result<(Environment, u64, bool), ForkError>> {
         let id = function.id();
         let Some(entry) = self.live.get_mut(&id) else {
             if !self.wanted.iter().any(|f| f.id() == id) {
@@ -88,7 +90,11 @@ impl Zygotes {
                 return Some(Err(ForkError::Broken(why)));
             }
         }
-        let forked = entry.zygote.fork(sandbox, child);
+        let prepared = entry.zygote.prepared_forks();
+        let forked = entry.zygote.fork(sandbox, child).map(|(env, pid)| {
+            let ahead = entry.zygote.prepared_forks() > prepared;
+            (env, pid, ahead)
+        });
         match &forked {
             Ok(_) => entry.last_used = Instant::now(),
             Err(ForkError::Broken(why)) => {

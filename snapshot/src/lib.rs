@@ -102,6 +102,8 @@ pub struct Zygote {
     exits: HashMap<u64, ExitStatus>,
     started: Instant,
     devnull: OwnedFd,
+    /// Children that entered namespaces made ahead by the zygote's helper.
+    prepared_forks: u64,
 }
 
 impl Zygote {
@@ -127,6 +129,7 @@ impl Zygote {
             exits: HashMap::new(),
             started: Instant::now(),
             devnull: devnull.into(),
+            prepared_forks: 0,
         })
     }
 
@@ -143,6 +146,13 @@ impl Zygote {
     /// When it was started.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// How many of its children entered a mount, ipc and uts namespace (with `/tmp` mounted and
+    /// the landlock ruleset built) that the zygote's helper process made ahead, off the fork's
+    /// path; the others created theirs after the fork.
+    pub fn prepared_forks(&self) -> u64 {
+        self.prepared_forks
     }
 
     /// Reads what the zygote sent, without waiting, and says where it stands.
@@ -227,22 +237,10 @@ impl Zygote {
             )));
         }
         let prepare = |e: &dyn std::fmt::Display| ForkError::Prepare(e.to_string());
-        let cgroup = sandbox.env_cgroup(&child.limits).map_err(|e| prepare(&e))?;
-        let release = |cgroup: Option<hearth_sandbox::EnvCgroup>| {
-            if let Some(cgroup) = cgroup {
-                let _ = cgroup.release();
-            }
-        };
         // The child blocks reading the go-ahead: that pipe's read end is blocking.
-        let pipes = hearth_sandbox::setup_error_pipe()
-            .and_then(|errors| Ok((errors, hearth_sandbox::pipe(false)?)));
-        let ((errors, error_write), (go_read, go_write)) = match pipes {
-            Ok(pipes) => pipes,
-            Err(e) => {
-                release(cgroup);
-                return Err(prepare(&e));
-            }
-        };
+        let ((errors, error_write), (go_read, go_write)) = hearth_sandbox::setup_error_pipe()
+            .and_then(|errors| Ok((errors, hearth_sandbox::pipe(false)?)))
+            .map_err(|e| prepare(&e))?;
         let fds = [
             child.channel.as_raw_fd(),
             child.stdout.unwrap_or(self.devnull.as_fd()).as_raw_fd(),
@@ -259,26 +257,39 @@ impl Zygote {
         };
         let request = Message::new(Kind::Fork, self.seq, child.tmp_bytes, flags);
         if let Err(e) = protocol::send(self.control.as_fd(), &request, &fds) {
-            release(cgroup);
             return Err(self.broken(format!("sending the fork request: {e}")));
         }
         drop((error_write, go_read));
+        // The child's cgroup is made ready while the zygote wakes up and forks (tens of
+        // microseconds each): it is needed only once the answer is in.
+        let cgroup = sandbox.env_cgroup(&child.limits);
         let (pid, pidfd) = match self.await_forked() {
             Ok(forked) => forked,
             Err(e) => {
-                release(cgroup);
+                if let Ok(Some(cgroup)) = cgroup {
+                    let _ = cgroup.release();
+                }
                 return Err(e);
             }
+        };
+        // Without a cgroup the child is adopted only to be killed: it never gets the go-ahead.
+        let (cgroup, failed) = match cgroup {
+            Ok(cgroup) => (cgroup, None),
+            Err(e) => (None, Some(prepare(&e))),
         };
         let env = match Environment::adopt(pidfd, errors, cgroup, self.process.pid()) {
             Ok(env) => env,
             Err(e) => return Err(self.broken(e.to_string())),
         };
-        if let Err(e) = env.join_cgroup() {
+        let joined = match failed {
+            Some(e) => Err(e),
+            None => env.join_cgroup().map_err(|e| prepare(&e)),
+        };
+        if let Err(e) = joined {
             self.children.insert(pid, false);
             // Dropping it kills it (it is waiting for the go-ahead) and frees the cgroup.
             drop(env);
-            return Err(ForkError::Prepare(e.to_string()));
+            return Err(e);
         }
         self.children.insert(pid, true);
         // The go-ahead; a child that is gone already shows up as its exit.
@@ -332,15 +343,23 @@ impl Zygote {
                     message.a, self.seq
                 )));
             }
-            if message.c != 0 {
+            let errno = message.c & u64::from(u32::MAX);
+            let prepared = message.c & protocol::FORKED_PREPARED != 0;
+            if message.c & !(u64::from(u32::MAX) | protocol::FORKED_PREPARED) != 0 {
+                return Err(self.broken(format!("its answer has unknown flags {:#x}", message.c)));
+            }
+            if errno != 0 {
                 if !fds.is_empty() {
                     return Err(self.broken("its failed fork carried descriptors".into()));
                 }
-                let errno = i32::try_from(message.c).unwrap_or(libc::EIO);
+                let errno = i32::try_from(errno).unwrap_or(libc::EIO);
                 return Err(ForkError::Fork(io::Error::from_raw_os_error(errno)));
             }
             return match (fds.pop(), fds.is_empty()) {
-                (Some(pidfd), true) => Ok((message.b, pidfd)),
+                (Some(pidfd), true) => {
+                    self.prepared_forks += u64::from(prepared);
+                    Ok((message.b, pidfd))
+                }
                 _ => Err(self.broken("its answer did not carry exactly one pidfd".into())),
             };
         }

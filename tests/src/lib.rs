@@ -146,6 +146,16 @@ pub fn function_pids(name: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The children of process `pid` (its main thread's), as this process's pid namespace numbers
+/// them; none if it is gone.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// The host's mounts as this process sees them: mount point, type, source and options.
 pub fn host_mounts() -> std::collections::BTreeSet<String> {
     std::fs::read_to_string("/proc/self/mountinfo")

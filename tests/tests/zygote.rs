@@ -84,11 +84,21 @@ fn no_zygotes_here(f: &Fixture) -> bool {
 
 /// Starts the sample function with `handler` as a zygote and waits until it is ready.
 fn zygote(f: &Fixture, handler: &str) -> Zygote {
-    let env = vec![
+    zygote_with(f, handler, &[])
+}
+
+/// As [`zygote`], with `extra` in the function's environment.
+fn zygote_with(f: &Fixture, handler: &str, extra: &[(&str, &str)]) -> Zygote {
+    let mut env = vec![
         ("_HANDLER".to_owned(), handler.to_owned()),
         ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
         ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
     ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let unused = HostChannel::create().unwrap();
     let mut zygote = Zygote::start(
         &f.sandbox,
@@ -168,6 +178,67 @@ fn forked_environments_are_isolated_like_any_environment() {
     let zygote_pid = zygote.process().pid();
     drop(zygote);
     wait_gone(zygote_pid);
+}
+
+/// After its first fork, a zygote's helper process makes the mount, ipc and uts namespaces of
+/// its next children ahead (a fresh /tmp mounted, the landlock ruleset built), when the CPU is
+/// otherwise idle. A child that enters such a set is as isolated as any, shares none of its
+/// namespaces with a sibling or the zygote, and starts where Init left the working directory;
+/// the helper is gone with the zygote.
+#[test]
+fn children_enter_namespaces_made_ahead_and_share_none_of_them() {
+    let f = fixture();
+    if no_zygotes_here(&f) {
+        return;
+    }
+    let mut zygote = zygote_with(&f, "probe", &[("SAMPLE_INIT_CHDIR", "/var/task")]);
+    let zygote_pid = zygote.process().pid();
+    let namespaces_of = |pid: i32| {
+        ["mnt", "ipc", "uts"].map(|kind| {
+            std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                .unwrap()
+                .display()
+                .to_string()
+        })
+    };
+    let mut seen: std::collections::HashSet<String> = namespaces_of(zygote_pid).into();
+    let mut envs = Vec::new();
+    // The first child makes its own (the helper learns the /tmp size from that request); the
+    // helper runs when nothing else wants the CPU, so wait between forks for its sets.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while zygote.prepared_forks() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} children forked, {} of them into namespaces made ahead",
+            envs.len(),
+            zygote.prepared_forks()
+        );
+        let mut channel = HostChannel::create().unwrap();
+        let (mut env, _) = fork(&f, &mut zygote, &channel);
+        let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
+        assert_eq!(status, ResponseStatus::Ok);
+        let report: Value = serde_json::from_slice(&body).unwrap();
+        hearth_tests::assert_isolated(&report);
+        assert_eq!(report["cwd"], "/var/task", "where Init left it");
+        // Namespace ids are unique while the namespaces live: every environment is kept.
+        for ns in report["namespaces"].as_array().unwrap()[..3].iter() {
+            let ns = ns.as_str().unwrap().to_owned();
+            assert!(seen.insert(ns.clone()), "{ns} shared: {report}");
+        }
+        envs.push((env, channel));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The zygote's other children: its helper.
+    let helpers: Vec<i32> = hearth_tests::children_of(zygote_pid)
+        .into_iter()
+        .filter(|p| !envs.iter().any(|(e, _)| e.pid() == *p))
+        .collect();
+    assert_eq!(helpers.len(), 1, "one helper");
+    drop(envs);
+    drop(zygote);
+    for pid in helpers.into_iter().chain([zygote_pid]) {
+        wait_gone(pid);
+    }
 }
 
 /// Waits up to 2 s for process `pid` to be gone (exited and reaped).
@@ -256,7 +327,11 @@ fn a_child_that_is_not_moved_into_its_cgroup_never_runs_function_code() {
         drop((error_write, go_read));
         fds.clear();
         let forked = recv_blocking(&control, &mut fds).unwrap().unwrap();
-        assert_eq!((forked.kind, forked.a, forked.c), (Kind::Forked, seq, 0));
+        // Forked (errno 0), into namespaces its helper made ahead or not.
+        assert_eq!(
+            (forked.kind, forked.a, forked.c & !protocol::FORKED_PREPARED),
+            (Kind::Forked, seq, 0)
+        );
         let mut child = Environment::adopt(fds.pop().unwrap(), errors, None, process.pid())
             .expect("a pidfd of the zygote's child");
         if go_ahead {
@@ -485,13 +560,19 @@ mod engine {
         let zygote = f.zygote_pids();
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            // Not the zygote, and not an environment the adaptive pool started since (a
-            // single process that has run nothing yet).
+            // Not the zygote, not an environment the adaptive pool started since (a single
+            // process that has run nothing yet), and not the zygote's helper (its one child
+            // that is no environment).
             let pids = hearth_tests::function_pids("orphans");
             let live = f.engine.on_shard(0, |s| s.environment_pids()).unwrap();
+            let helper: Vec<i32> = hearth_tests::children_of(zygote[0])
+                .into_iter()
+                .filter(|p| !live.contains(p))
+                .collect();
+            assert!(helper.len() <= 1, "the zygote's children: {helper:?}");
             let left: Vec<i32> = pids
                 .into_iter()
-                .filter(|p| !zygote.contains(p) && !live.contains(p))
+                .filter(|p| !zygote.contains(p) && !live.contains(p) && !helper.contains(p))
                 .collect();
             if left.is_empty() {
                 break;
@@ -543,6 +624,7 @@ mod python {
     const APP: &str = r#"
 import os, random, sys
 loaded = random.random()
+os.chdir("/var/task")
 
 def handler(event, context):
     print("handled", event)
@@ -560,6 +642,7 @@ def handler(event, context):
         "uid": os.getuid(),
         "hostname": open("/proc/sys/kernel/hostname").read().strip(),
         "trace": os.environ.get("_X_AMZN_TRACE_ID"),
+        "cwd": os.getcwd(),
     }
 
 def fail(event, context):
@@ -625,6 +708,7 @@ def fail(event, context):
             assert_eq!(body["uid"], 65534);
             assert_eq!(body["hostname"], "hearth");
             assert_eq!(body["fresh_tmp"], true, "a /tmp of its own");
+            assert_eq!(body["cwd"], "/var/task", "where Init left it");
             assert_eq!(body["remaining_ok"], true);
             // An X-Ray trace header made for it, as hearth-init makes one.
             let trace = body["trace"].as_str().unwrap_or_default();

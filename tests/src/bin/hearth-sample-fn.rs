@@ -57,6 +57,11 @@ fn main() {
         }),
         _ => {}
     }
+    // Init that moves to another working directory (every environment, forked or not, starts
+    // in the directory Init left).
+    if let Some(dir) = std::env::var_os("SAMPLE_INIT_CHDIR") {
+        let _ = std::env::set_current_dir(dir);
+    }
     if std::env::var_os("SAMPLE_HANG_AS_ZYGOTE").is_some() && channel_is_socket() {
         // A zygote whose Init never ends (the same function started from nothing serves).
         loop {
@@ -425,6 +430,11 @@ mod probe {
                     .collect()
             })
             .unwrap_or_default();
+        let namespaces = ["mnt", "ipc", "uts", "pid"].map(|kind| {
+            std::fs::read_link(format!("/proc/self/ns/{kind}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        });
         json!({
             "uid": getuid, "gid": getgid, "pid": getpid,
             "hostname": host.trim(),
@@ -435,6 +445,8 @@ mod probe {
             "groups": status_field("Groups"),
             "sig_ign": status_field("SigIgn"), "sig_blk": status_field("SigBlk"),
             "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+            "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            "namespaces": namespaces,
             "passwd": std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
             "syscalls": syscalls,
             "paths": {
