@@ -213,6 +213,42 @@ class _Invocation(ctypes.Structure):
     ]
 
 
+def channel_headers(context, request_id, deadline_ms):
+    """The Runtime API's headers of an invocation read from the channel: its context lines
+    (``Name: value``), the request id and the deadline."""
+    headers = {}
+    for line in context.decode("utf-8", "replace").split("\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip()] = value.strip()
+    headers["Lambda-Runtime-Aws-Request-Id"] = request_id
+    headers["Lambda-Runtime-Deadline-Ms"] = str(deadline_ms)
+    # hearth-init gives an invocation that came without a trace header one of its own; so
+    # does a forked environment, which has no hearth-init.
+    if not any(name.lower() == "lambda-runtime-trace-id" for name in headers):
+        headers["Lambda-Runtime-Trace-Id"] = generated_trace_id(request_id)
+    return headers
+
+
+def warm_up():
+    """Runs the runtime's own per-invocation code (never the handler) in the zygote before it
+    forks, so that the interpreter's one-time work on that code is done once, there: a code
+    object is rewritten for the specialising interpreter after a few calls, and types and dicts
+    get the version tags its caches use at their first lookups. A child doing that itself would
+    write to, and so copy, pages it shares with the zygote."""
+    request_id = "00000000-0000-0000-0000-000000000000"
+    context = (
+        b"Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:000000000000:function:w\n"
+        b"Content-Type: application/json"
+    )
+    for _ in range(16):
+        headers = channel_headers(context, request_id, 0)
+        create_context(headers, request_id).get_remaining_time_in_millis()
+        event = unmarshal_event(b'{"warm": [1, 2.5, "up", null, true, {"k": "v"}]}', headers.get("Content-Type"))
+        marshal_response(event)
+        marshal_response(b"")
+
+
 class ChannelClient:
     """hearth's shared-memory channel, in a child of a zygote: the same calls as
     RuntimeClient, answered through libhearth_runtime.so."""
@@ -230,19 +266,9 @@ class ChannelClient:
             raise RuntimeApiError("reading the channel: errno {}".format(-rc))
         self.current = invocation.id
         self.started = time.monotonic()
-        headers = {}
         context = ctypes.string_at(invocation.context, invocation.context_len) if invocation.context_len else b""
-        for line in context.decode("utf-8", "replace").split("\n"):
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip()] = value.strip()
         request_id = invocation.request_id.decode("ascii")
-        headers["Lambda-Runtime-Aws-Request-Id"] = request_id
-        headers["Lambda-Runtime-Deadline-Ms"] = str(invocation.deadline_ms)
-        # hearth-init gives an invocation that came without a trace header one of its own; so
-        # does a forked environment, which has no hearth-init.
-        if not any(name.lower() == "lambda-runtime-trace-id" for name in headers):
-            headers["Lambda-Runtime-Trace-Id"] = generated_trace_id(request_id)
+        headers = channel_headers(context, request_id, invocation.deadline_ms)
         body = ctypes.string_at(invocation.payload, invocation.payload_len) if invocation.payload_len else b""
         return headers, body
 
@@ -279,6 +305,7 @@ def zygote_library():
 
 def become_environment(lib, fd):
     """The zygote loop: returns only in a forked child, with its channel."""
+    warm_up()
     # Everything Init created moves to the collector's permanent generation: collections in
     # the children then never touch (and so never copy) the zygote's pages.
     gc.collect()

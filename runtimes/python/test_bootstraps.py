@@ -271,6 +271,42 @@ PY_CONTEXT_APP = """
 """
 
 
+def test_python_channel_headers_and_the_zygote_warm_up():
+    """The headers a forked environment makes from what the channel gives it, and the zygote's
+    warm-up of the runtime's own per-invocation code, which leaves the process's environment as
+    it found it."""
+    script = textwrap.dedent(
+        """
+        import importlib.util, json, os, sys
+        spec = importlib.util.spec_from_file_location("bootstrap", sys.argv[1])
+        bootstrap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bootstrap)
+        before = dict(os.environ)
+        bootstrap.warm_up()
+        assert dict(os.environ) == before, "the warm-up changed the environment"
+        given = bootstrap.channel_headers(
+            b"Lambda-Runtime-Invoked-Function-Arn: arn:x\\nLambda-Runtime-Trace-Id: Root=1-abc\\n", "req-1", 1234
+        )
+        made = bootstrap.channel_headers(b"", "8f5e2b1c-0000-4000-8000-0123456789ab", 0)
+        print(json.dumps([given, made]))
+        """
+    )
+    out = subprocess.run([PYTHON, "-c", script, str(PY_BOOTSTRAP)], capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    given, made = json.loads(out.stdout)
+    assert given == {
+        "Lambda-Runtime-Invoked-Function-Arn": "arn:x",
+        "Lambda-Runtime-Trace-Id": "Root=1-abc",
+        "Lambda-Runtime-Aws-Request-Id": "req-1",
+        "Lambda-Runtime-Deadline-Ms": "1234",
+    }
+    assert made["Lambda-Runtime-Deadline-Ms"] == "0"
+    assert re.fullmatch(
+        r"Root=1-[0-9a-f]{8}-8f5e2b1c0000400080000123;Parent=80000123456789ab;Sampled=0",
+        made["Lambda-Runtime-Trace-Id"],
+    ), made
+
+
 def test_python_response_and_context(start):
     fn = start("python", "app.handler", {"app.py": PY_CONTEXT_APP})
     client_context = {"custom": {"k": "v"}, "env": {"platform": "x"}, "client": {"app_title": "demo"}}

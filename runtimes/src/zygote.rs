@@ -220,10 +220,17 @@ impl Spares {
         }
     }
 
-    /// A ready set with a `/tmp` of `tmp_bytes`, if any.
+    /// A ready set with a `/tmp` of `tmp_bytes`, if any (the socket is read only when none is
+    /// ready: this is on the fork's path).
     fn take(&mut self, tmp_bytes: u64, with_ruleset: bool) -> Option<Spare> {
-        self.receive(with_ruleset);
-        let at = self.ready.iter().position(|s| s.tmp_bytes == tmp_bytes)?;
+        let find = |ready: &[Spare]| ready.iter().position(|s| s.tmp_bytes == tmp_bytes);
+        let at = match find(&self.ready) {
+            Some(at) => at,
+            None => {
+                self.receive(with_ruleset);
+                find(&self.ready)?
+            }
+        };
         Some(self.ready.swap_remove(at))
     }
 

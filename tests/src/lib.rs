@@ -156,6 +156,17 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// A zygote's helper processes (see `hearth_runtime`'s zygote): its children in its own pid
+/// namespace. (The environments it forked are each in a pid namespace of their own.)
+pub fn zygote_helpers(zygote: i32) -> Vec<i32> {
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let own = ns(zygote);
+    children_of(zygote)
+        .into_iter()
+        .filter(|&p| own.is_some() && ns(p) == own)
+        .collect()
+}
+
 /// The host's mounts as this process sees them: mount point, type, source and options.
 pub fn host_mounts() -> std::collections::BTreeSet<String> {
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -228,11 +228,13 @@ fn children_enter_namespaces_made_ahead_and_share_none_of_them() {
         envs.push((env, channel));
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The zygote's other children: its helper.
-    let helpers: Vec<i32> = hearth_tests::children_of(zygote_pid)
+    // The zygote's other children: its helper, in its pid namespace.
+    let helpers = hearth_tests::zygote_helpers(zygote_pid);
+    let others: Vec<i32> = hearth_tests::children_of(zygote_pid)
         .into_iter()
         .filter(|p| !envs.iter().any(|(e, _)| e.pid() == *p))
         .collect();
+    assert_eq!(helpers, others, "one helper, and the environments");
     assert_eq!(helpers.len(), 1, "one helper");
     drop(envs);
     drop(zygote);
@@ -561,15 +563,11 @@ mod engine {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             // Not the zygote, not an environment the adaptive pool started since (a single
-            // process that has run nothing yet), and not the zygote's helper (its one child
-            // that is no environment).
+            // process that has run nothing yet), and not the zygote's helper.
             let pids = hearth_tests::function_pids("orphans");
             let live = f.engine.on_shard(0, |s| s.environment_pids()).unwrap();
-            let helper: Vec<i32> = hearth_tests::children_of(zygote[0])
-                .into_iter()
-                .filter(|p| !live.contains(p))
-                .collect();
-            assert!(helper.len() <= 1, "the zygote's children: {helper:?}");
+            let helper = hearth_tests::zygote_helpers(zygote[0]);
+            assert!(helper.len() <= 1, "the zygote's helpers: {helper:?}");
             let left: Vec<i32> = pids
                 .into_iter()
                 .filter(|p| !zygote.contains(p) && !live.contains(p) && !helper.contains(p))
