@@ -46,6 +46,38 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 /// should still catch the answer while spinning; the shard owns its core, so this burns nobody
 /// else's time.
 const HOST_SPIN_MAX: Duration = Duration::from_micros(100);
+/// Longest a shard spins for a new environment's first answer before sleeping: a cold start
+/// from a zygote answers in 200-400 µs on the development machines, and a sleeping shard
+/// pays a wake-up (25-40 µs in a VM) on top. It yields the CPU every [`SPIN_YIELD`] meanwhile:
+/// another shard's environment woken on this core runs at once instead of waiting for the
+/// end of the shard's time slice (4 ms at the next tick on a 250 Hz kernel).
+const START_SPIN_MAX: Duration = Duration::from_millis(1);
+/// How often a long spin yields the CPU (one `sched_yield`, which returns at once when no other
+/// task wants the core).
+const SPIN_YIELD: Duration = Duration::from_micros(30);
+
+/// Spins until `ready()` or `limit`, yielding the CPU every [`SPIN_YIELD`].
+fn spin_yielding(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut yielded = start;
+    loop {
+        for _ in 0..16 {
+            std::hint::spin_loop();
+            if ready() {
+                return true;
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(start) >= limit {
+            return false;
+        }
+        if now.duration_since(yielded) >= SPIN_YIELD {
+            std::thread::yield_now();
+            yielded = now;
+        }
+    }
+}
+
 /// How long after invocations last overlapped [`EnvCpus::Adaptive`] keeps treating the shard
 /// as loaded (environments stay on its CPU).
 const CONCURRENCY_MEMORY: Duration = Duration::from_millis(20);
@@ -517,7 +549,7 @@ impl Shard {
                     return result;
                 }
             }
-            self.progress(None);
+            self.progress_in_job(None);
         }
     }
 
@@ -606,7 +638,7 @@ impl Shard {
                     out.extend(self.completions.drain(..));
                     return n;
                 }
-                Some(until) => self.progress(Some(until)),
+                Some(until) => self.progress_in_job(Some(until)),
             }
         }
     }
@@ -1544,13 +1576,27 @@ impl Shard {
     // ----- waiting --------------------------------------------------------------------------
 
     /// Makes progress: collects what is ready; if nothing is, spins for the adaptive limit and
-    /// then sleeps until a doorbell, an exit, the mailbox, a deadline or `until`.
+    /// then sleeps until a doorbell, an exit, the mailbox, a deadline or `until`. For the
+    /// shard's own loop, which takes the mailbox and the front door's events when it returns.
     fn progress(&mut self, until: Option<Instant>) {
+        self.progress_with(until, true);
+    }
+
+    /// [`Shard::progress`] for a wait inside a job (`invoke_into`, `poll`, `retire_idle`),
+    /// which cannot take the mailbox or the front door's events until it returns: they do not
+    /// end the wait (they stay for the shard's loop). Otherwise one mailbox signal during a
+    /// job, such as the next job arriving, would make every later call return at once: a busy
+    /// loop for the rest of the wait, without a syscall, holding the core, where an
+    /// environment woken on it then waits for the kernel's next tick.
+    fn progress_in_job(&mut self, until: Option<Instant>) {
+        self.progress_with(until, false);
+    }
+
+    fn progress_with(&mut self, until: Option<Instant>, loop_events: bool) {
         let before = self.completions.len() + usize::from(self.sync_result.is_some());
         self.collect();
         if self.completions.len() + usize::from(self.sync_result.is_some()) > before
-            || !self.net_events.is_empty()
-            || self.mailbox_ready
+            || (loop_events && (!self.net_events.is_empty() || self.mailbox_ready))
         {
             return;
         }
@@ -1566,9 +1612,21 @@ impl Shard {
         let spin = busy
             .iter()
             .all(|&k| slot_env(slots, k).is_some_and(|e| !e.local));
-        if !self.busy.is_empty() && spin && self.spin.spin(&mut ready) {
-            self.collect();
-            return;
+        // A new environment's first answer (a cold start) comes after hundreds of
+        // microseconds, longer than the adaptive limit lets the shard spin.
+        let starting = busy
+            .iter()
+            .any(|&k| slot_env(slots, k).is_some_and(|e| !e.setup_done));
+        if !self.busy.is_empty() && spin {
+            let ready = if starting {
+                spin_yielding(START_SPIN_MAX, &mut ready)
+            } else {
+                self.spin.spin(&mut ready)
+            };
+            if ready {
+                self.collect();
+                return;
+            }
         }
         self.sleep(until);
         self.collect();
@@ -1771,7 +1829,7 @@ impl Shard {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while idle.iter().any(|&k| self.env(k).is_some()) && Instant::now() < deadline {
-            self.progress(Some(Instant::now() + Duration::from_millis(5)));
+            self.progress_in_job(Some(Instant::now() + Duration::from_millis(5)));
         }
     }
 

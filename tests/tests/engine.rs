@@ -823,3 +823,53 @@ fn overlapping_invocations_start_on_the_shards_cpu_and_cpu_bound_ones_move_off_i
 fn hearth_tests_shard_cpu() -> usize {
     affinity(0).first().copied().unwrap_or(0)
 }
+
+/// A job waiting on a slow invocation sleeps, also once the shard's mailbox is signalled by the
+/// next job arriving: the wait must not turn into a busy loop holding the shard's core for the
+/// rest of the invocation (an environment woken on that core would wait for the kernel's next
+/// tick, 4 ms at 250 Hz).
+#[test]
+fn a_shard_waiting_on_a_slow_invocation_sleeps_even_when_the_next_job_arrives() {
+    let f = fixture();
+    f.function("slow-sleeper", "sleep", |_| {});
+    let (outcome, _) = f.invoke("slow-sleeper", b"1").expect("first call");
+    assert_eq!(outcome.error, None);
+    let shard = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "hearth-shard-0")
+        })
+        .expect("the shard thread")
+        .path();
+    // utime + stime, in clock ticks.
+    let cpu = || -> u64 {
+        let stat = std::fs::read_to_string(shard.join("stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    // SAFETY: sysconf takes an integer.
+    let tick = Duration::from_secs(1)
+        / u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+    let before = cpu();
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| f.invoke("slow-sleeper", b"400"));
+        std::thread::sleep(Duration::from_millis(50));
+        // Queued behind the invocation's job; sending it signals the shard's mailbox.
+        let next = s.spawn(|| f.engine.on_shard(0, |_| ()));
+        let (outcome, body) = slow.join().unwrap().expect("slow call");
+        assert_eq!((outcome.error, body), (None, b"slept 400".to_vec()));
+        next.join().unwrap().expect("the next job runs");
+    });
+    let used = tick * u32::try_from(cpu() - before).unwrap();
+    assert!(
+        used < Duration::from_millis(100),
+        "the shard thread used {used:?} of CPU during a 400 ms invocation"
+    );
+}
