@@ -971,8 +971,9 @@ fn helper(socket: RawFd, landlock: Option<&Rules>, zygote_pid: i32) -> ! {
         if libc::getppid() != zygote_pid {
             libc::_exit(0);
         }
-        // SCHED_IDLE: never ahead of a child setting itself up, or of any function's code
-        // (nice 19 alone still takes turns with them on a busy CPU).
+        // SCHED_IDLE: behind every other task of its cgroup. (Not behind a child once hearth
+        // has moved it into a cgroup of its own: the kernel then weighs the two cgroups; hence
+        // the zygote's refill timing, see REFILL_QUIET_MS.)
         let param = libc::sched_param { sched_priority: 0 };
         if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
             libc::setpriority(libc::PRIO_PROCESS, 0, 19);
