@@ -118,6 +118,43 @@ impl Bell {
     pub const SLEEPING: u32 = SLEEPING;
 }
 
+/// Spins until `ready()` returns true or `limit` passes; returns whether it became ready.
+/// With `yield_every`, hands the CPU to any other task that wants it that often (one
+/// `sched_yield`, which returns at once when none does): a long spin then delays nobody
+/// sharing the core by more than that.
+pub fn spin_until(
+    limit: Duration,
+    yield_every: Option<Duration>,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    if ready() {
+        return true;
+    }
+    if cfg!(loom) || limit.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    let mut yielded = start;
+    loop {
+        for _ in 0..16 {
+            spin_hint();
+            if ready() {
+                return true;
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(start) >= limit {
+            return false;
+        }
+        if let Some(every) = yield_every {
+            if now.duration_since(yielded) >= every {
+                std::thread::yield_now();
+                yielded = now;
+            }
+        }
+    }
+}
+
 /// A spin limit that follows how long waits actually take.
 ///
 /// After each wait the caller reports its total duration (spin plus sleep). Waits shorter than
@@ -149,26 +186,8 @@ impl AdaptiveSpin {
     }
 
     /// Spins until `ready()` returns true or the limit passes; returns whether it became ready.
-    pub fn spin(&self, mut ready: impl FnMut() -> bool) -> bool {
-        if ready() {
-            return true;
-        }
-        if cfg!(loom) || self.limit_ns == 0 {
-            return false;
-        }
-        let limit = self.limit();
-        let start = Instant::now();
-        loop {
-            for _ in 0..16 {
-                spin_hint();
-                if ready() {
-                    return true;
-                }
-            }
-            if start.elapsed() >= limit {
-                return false;
-            }
-        }
+    pub fn spin(&self, ready: impl FnMut() -> bool) -> bool {
+        spin_until(self.limit(), None, ready)
     }
 
     /// Records the total length of a finished wait and adapts the limit.

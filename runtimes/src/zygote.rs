@@ -160,7 +160,9 @@ const SPARES: usize = 2;
 /// cgroups, not the two processes.) A child's exit asks at once.
 const REFILL_QUIET_MS: libc::c_int = 1;
 
-/// The zygote's helper process and the namespace sets it made (see [`helper`]).
+/// The zygote's helper process and the namespace sets it made (see [`helper`]). The default
+/// has no helper.
+#[derive(Default)]
 struct Spares {
     /// The zygote's end of the socket to the helper (non-blocking); `None` once the helper
     /// failed or could not be started: children then create their namespaces themselves.
@@ -170,6 +172,8 @@ struct Spares {
     asked: usize,
     /// Forks used sets since the last refill: it asks for sets with a `/tmp` of this size.
     wanted: Option<u64>,
+    /// Whether a set comes with a landlock ruleset (the zygote has rules).
+    with_ruleset: bool,
 }
 
 /// A mount namespace with its own `/tmp` mounted, an ipc and a uts namespace, and the landlock
@@ -185,19 +189,18 @@ impl Spares {
     fn start(landlock: Option<&Rules>) -> Self {
         Self {
             helper: start_helper(landlock).ok(),
-            ready: Vec::new(),
-            asked: 0,
-            wanted: None,
+            with_ruleset: landlock.is_some(),
+            ..Self::default()
         }
     }
 
     /// Takes in the sets the helper sent; a helper that failed or broke the protocol is
     /// dropped (it exits when its socket closes).
-    fn receive(&mut self, with_ruleset: bool) {
+    fn receive(&mut self) {
         let Some(helper) = &self.helper else {
             return;
         };
-        let wanted = if with_ruleset { 4 } else { 3 };
+        let wanted = if self.with_ruleset { 4 } else { 3 };
         let mut fds = Vec::with_capacity(zygote::MAX_FDS);
         loop {
             fds.clear();
@@ -222,12 +225,12 @@ impl Spares {
 
     /// A ready set with a `/tmp` of `tmp_bytes`, if any (the socket is read only when none is
     /// ready: this is on the fork's path).
-    fn take(&mut self, tmp_bytes: u64, with_ruleset: bool) -> Option<Spare> {
+    fn take(&mut self, tmp_bytes: u64) -> Option<Spare> {
         let find = |ready: &[Spare]| ready.iter().position(|s| s.tmp_bytes == tmp_bytes);
         let at = match find(&self.ready) {
             Some(at) => at,
             None => {
-                self.receive(with_ruleset);
+                self.receive();
                 find(&self.ready)?
             }
         };
@@ -340,7 +343,7 @@ impl Zygote {
                 self.spares.refill();
             }
             if polled[2].revents != 0 {
-                self.spares.receive(self.landlock.is_some());
+                self.spares.receive();
             }
             if polled[0].revents == 0 {
                 continue;
@@ -348,7 +351,7 @@ impl Zygote {
             let mut fds = Vec::with_capacity(zygote::MAX_FDS);
             match zygote::recv(self.control()?, &mut fds, false) {
                 Ok(Some(m)) if m.kind == Kind::Fork && fds.len() == 5 => {
-                    self.spare = self.spares.take(m.b, self.landlock.is_some());
+                    self.spare = self.spares.take(m.b);
                     self.request = Some((m, fds));
                     return Ok(());
                 }
@@ -436,12 +439,7 @@ impl Zygote {
         self.sigchld = None;
         self.control = None;
         // The helper's socket and the sets meant for other children.
-        self.spares = Spares {
-            helper: None,
-            ready: Vec::new(),
-            asked: 0,
-            wanted: None,
-        };
+        self.spares = Spares::default();
         let (request, fds) = self.request.take().unwrap_or_else(|| {
             // SAFETY: _exit without running any of the zygote's handlers.
             unsafe { libc::_exit(127) }
@@ -796,18 +794,17 @@ fn enter(
         )?;
         match (landlock, ruleset) {
             (Landlock::Off, _) => {}
-            (Landlock::Rules(_), Some(ruleset)) => check(
-                ChildStep::LandlockRestrict,
-                libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32),
-            )?,
-            (Landlock::Rules(rules), None) => {
-                let ruleset = build_ruleset(rules)?;
-                let restricted = check(
+            (Landlock::Rules(rules), prepared) => {
+                // The helper's ruleset, or one built now; either is closed with every other
+                // descriptor below.
+                let ruleset = match prepared {
+                    Some(ruleset) => ruleset,
+                    None => build_ruleset(rules)?,
+                };
+                check(
                     ChildStep::LandlockRestrict,
                     libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32),
-                );
-                libc::close(ruleset);
-                restricted?;
+                )?;
             }
             (Landlock::Missing, _) => return Err((ChildStep::LandlockCreate, libc::ENOENT)),
         }

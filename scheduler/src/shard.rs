@@ -52,31 +52,8 @@ const HOST_SPIN_MAX: Duration = Duration::from_micros(100);
 /// another shard's environment woken on this core runs at once instead of waiting for the
 /// end of the shard's time slice (4 ms at the next tick on a 250 Hz kernel).
 const START_SPIN_MAX: Duration = Duration::from_millis(1);
-/// How often a long spin yields the CPU (one `sched_yield`, which returns at once when no other
-/// task wants the core).
+/// How often that spin yields the CPU (see [`hearth_ipc::doorbell::spin_until`]).
 const SPIN_YIELD: Duration = Duration::from_micros(30);
-
-/// Spins until `ready()` or `limit`, yielding the CPU every [`SPIN_YIELD`].
-fn spin_yielding(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    let mut yielded = start;
-    loop {
-        for _ in 0..16 {
-            std::hint::spin_loop();
-            if ready() {
-                return true;
-            }
-        }
-        let now = Instant::now();
-        if now.duration_since(start) >= limit {
-            return false;
-        }
-        if now.duration_since(yielded) >= SPIN_YIELD {
-            std::thread::yield_now();
-            yielded = now;
-        }
-    }
-}
 
 /// How long after invocations last overlapped [`EnvCpus::Adaptive`] keeps treating the shard
 /// as loaded (environments stay on its CPU).
@@ -1619,7 +1596,7 @@ impl Shard {
             .any(|&k| slot_env(slots, k).is_some_and(|e| !e.setup_done));
         if !self.busy.is_empty() && spin {
             let ready = if starting {
-                spin_yielding(START_SPIN_MAX, &mut ready)
+                hearth_ipc::doorbell::spin_until(START_SPIN_MAX, Some(SPIN_YIELD), &mut ready)
             } else {
                 self.spin.spin(&mut ready)
             };
