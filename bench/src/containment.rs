@@ -4,7 +4,12 @@
 //!
 //! Both run on an engine of their own with two shards: the victim on shard 0, the abusers on
 //! shard 1. The victim is invoked once a millisecond (its environment sleeps between calls, as
-//! a service's would); its latency is measured quiet, then while each abuse runs in turn.
+//! a service's would); its latency is measured quiet, then while each abuse runs in turn. The
+//! victim's handler answers the time it ran at (`clock`), which splits each call in two:
+//! delivery (from the shard's submit until the handler runs: waking the environment on its
+//! CPU) and return (from the handler until the shard has the answer: the shard getting its own
+//! CPU back). Each part's p99, and how many calls one of them delayed by more than 1 ms, are
+//! reported, quiet and per abuse: they say on whose CPU the tail was made.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +23,57 @@ use serde_json::{json, Value};
 use crate::report::{round2, Latencies};
 
 const VICTIM_EVENT: &[u8] = br#"{"hello":"hearth"}"#;
+
+/// A part of a victim call that took longer than this counts as a slow call.
+const SLOW: Duration = Duration::from_millis(1);
+
+/// The victim's calls: whole, and split at the moment its handler ran (`answer` is the part
+/// reported as return).
+struct VictimCalls {
+    total: Latencies,
+    delivery: Latencies,
+    answer: Latencies,
+    slow_delivery: u64,
+    slow_answer: u64,
+}
+
+impl VictimCalls {
+    fn new() -> Self {
+        Self {
+            total: Latencies::new(),
+            delivery: Latencies::new(),
+            answer: Latencies::new(),
+            slow_delivery: 0,
+            slow_answer: 0,
+        }
+    }
+
+    fn json(&self, prefix: &str) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| m.insert(format!("{prefix}{k}"), v);
+        put("p50_us", self.total.quantile_us(0.5).into());
+        put("p99_us", self.total.quantile_us(0.99).into());
+        put("delivery_p99_us", self.delivery.quantile_us(0.99).into());
+        put("return_p99_us", self.answer.quantile_us(0.99).into());
+        put("slow_delivery", self.slow_delivery.into());
+        put("slow_return", self.slow_answer.into());
+        m
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock the victim's `clock` handler answers with.
+fn monotonic() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
 
 /// The abuses, each with its handler, event and memory.
 const ABUSES: &[(&str, &str, &[u8], u32)] = &[
@@ -43,7 +99,7 @@ impl Containment {
             ..EngineConfig::default()
         })?;
         // The victim gets a full vCPU's share (1769 MB, as Lambda allots CPU); abusers less.
-        let mut victim = FunctionConfig::new("victim", code.path(), "echo");
+        let mut victim = FunctionConfig::new("victim", code.path(), "clock");
         victim.memory_mb = 1769;
         engine.create_function(victim)?;
         for (name, handler, _, memory) in ABUSES {
@@ -66,26 +122,38 @@ impl Containment {
     }
 
     /// `n` victim invocations, one a millisecond.
-    fn victim(&self, n: u64) -> Result<Latencies> {
-        self.engine.on_shard(0, move |shard| -> Result<Latencies> {
-            let f = shard.function("victim")?;
-            let mut out = Vec::new();
-            shard.invoke_into(&f, VICTIM_EVENT, &mut out)?;
-            let mut lat = Latencies::new();
-            for _ in 0..n {
-                std::thread::sleep(Duration::from_millis(1));
-                let t0 = Instant::now();
-                let outcome = shard.invoke_into(&f, VICTIM_EVENT, &mut out)?;
-                lat.record(t0.elapsed());
-                if outcome.error.is_some() || out != VICTIM_EVENT {
-                    bail!(
-                        "the victim answered wrongly: {:?}",
-                        String::from_utf8_lossy(&out)
-                    );
+    fn victim(&self, n: u64) -> Result<VictimCalls> {
+        self.engine
+            .on_shard(0, move |shard| -> Result<VictimCalls> {
+                let f = shard.function("victim")?;
+                let mut out = Vec::new();
+                shard.invoke_into(&f, VICTIM_EVENT, &mut out)?;
+                let mut calls = VictimCalls::new();
+                for _ in 0..n {
+                    std::thread::sleep(Duration::from_millis(1));
+                    let sent = monotonic();
+                    let outcome = shard.invoke_into(&f, VICTIM_EVENT, &mut out)?;
+                    let done = monotonic();
+                    // The handler's moment must lie inside the call.
+                    let ran = std::str::from_utf8(&out)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(Duration::from_nanos)
+                        .filter(|ran| (sent..=done).contains(ran));
+                    let Some(ran) = ran.filter(|_| outcome.error.is_none()) else {
+                        bail!(
+                            "the victim answered wrongly: {:?} ({outcome:?})",
+                            String::from_utf8_lossy(&out)
+                        );
+                    };
+                    calls.total.record(done - sent);
+                    calls.delivery.record(ran - sent);
+                    calls.answer.record(done - ran);
+                    calls.slow_delivery += u64::from(ran - sent > SLOW);
+                    calls.slow_answer += u64::from(done - ran > SLOW);
                 }
-            }
-            Ok(lat)
-        })?
+                Ok(calls)
+            })?
     }
 
     /// Runs abuse `index` over and over on shard 1 until `stop`.
@@ -124,24 +192,24 @@ pub fn noisy_victim(c: &Containment, n: u64) -> Result<(Latencies, Duration, Val
         let abuser = c.abuse(index, stop.clone());
         // Let the abuse get going.
         std::thread::sleep(Duration::from_millis(100));
-        let lat = c.victim(n / ABUSES.len() as u64)?;
+        let calls = c.victim(n / ABUSES.len() as u64)?;
         stop.store(true, Ordering::Relaxed);
         let runs = abuser.join().unwrap_or(0);
-        per_abuse.insert(
-            (*name).into(),
-            json!({ "p50_us": lat.quantile_us(0.5), "p99_us": lat.quantile_us(0.99), "abuse_runs": runs }),
-        );
-        under.merge(&lat);
+        let mut entry = calls.json("");
+        entry.insert("abuse_runs".into(), runs.into());
+        per_abuse.insert((*name).into(), entry.into());
+        under.merge(&calls.total);
     }
     let elapsed = started.elapsed();
-    let extra = json!({
-        "quiet_p50_us": quiet.quantile_us(0.5),
-        "quiet_p99_us": quiet.quantile_us(0.99),
-        "vs_quiet_p99": round2(under.quantile_us(0.99) / quiet.quantile_us(0.99)),
-        "gap_us": 1000,
-        "by_abuse": per_abuse,
-    });
-    Ok((under, elapsed, extra))
+    let mut extra = quiet.json("quiet_");
+    extra.insert(
+        "vs_quiet_p99".into(),
+        round2(under.quantile_us(0.99) / quiet.total.quantile_us(0.99)).into(),
+    );
+    extra.insert("gap_us".into(), 1000.into());
+    extra.insert("slow_us".into(), 1000.into());
+    extra.insert("by_abuse".into(), per_abuse.into());
+    Ok((under, elapsed, extra.into()))
 }
 
 /// Processes on the host whose environment names function `name`.

@@ -4,6 +4,7 @@
 //! | handler   | event               | does                                                      |
 //! |-----------|---------------------|-----------------------------------------------------------|
 //! | `echo`    | any bytes           | answers with the event                                    |
+//! | `clock`   | ignored             | answers the CLOCK_MONOTONIC time it ran at, in nanoseconds |
 //! | `sleep`   | milliseconds        | sleeps, answers `slept N`                                 |
 //! | `spin`    | milliseconds        | burns CPU, answers `spun N`                               |
 //! | `hang`    | ignored             | never answers                                             |
@@ -31,6 +32,17 @@ use std::time::{Duration, Instant};
 use hearth_ipc::layout::{Control, ARENA_LEN, SLOTS, TOTAL_LEN};
 use hearth_ipc::{GuestChannel, ResponseStatus, CHANNEL_FD_ENV};
 use hearth_runtime::{serve, FnError};
+
+/// CLOCK_MONOTONIC in nanoseconds (the host's clock too: environments have no time namespace).
+fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u128::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u128::try_from(ts.tv_nsec).unwrap_or(0)
+}
 
 fn number(event: &[u8]) -> Result<u64, FnError> {
     std::str::from_utf8(event)
@@ -70,6 +82,7 @@ fn main() {
     }
     serve(move |event| match handler.as_str() {
         "echo" => Ok(event.to_vec()),
+        "clock" => Ok(monotonic_ns().to_string().into_bytes()),
         "sleep" => {
             let ms = number(event)?;
             std::thread::sleep(Duration::from_millis(ms));
