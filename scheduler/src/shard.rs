@@ -43,12 +43,12 @@ use crate::zygotes::Zygotes;
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest a shard spins on its rings before sleeping. Waking an environment that sleeps on its
 /// doorbell takes 25-40 µs on the development machine (a VM), so a shard that has to wake it
-/// should still catch the answer while spinning. It does not spin while one of its own
-/// environments shares its CPU, but another shard's environment may be placed there, and waits
-/// meanwhile. Longer is worse where a CPU-bound environment shares the CPU: a shard that has
-/// spun is often not eligible to preempt it when woken, and then waits for the kernel's next
-/// tick (measured with a 1 ms limit: the `noisy.victim` tail several times longer; see the
-/// README).
+/// should still catch the answer while spinning. It does not spin while it waits on an
+/// environment placed on its own CPU ([`EnvCpus::Adaptive`]), but another shard's environment
+/// may be placed there, and waits meanwhile. Longer is worse where a CPU-bound environment
+/// shares the CPU: the kernel's scheduler then more often runs that environment ahead of the
+/// shard until its next tick (measured with a 1 ms limit: the `noisy.victim` tail several times
+/// longer; see the README).
 const HOST_SPIN_MAX: Duration = Duration::from_micros(100);
 /// Longest a shard spins for a new environment's first answer before sleeping: a cold start
 /// from a zygote answers in 200-400 µs on the development machines, and a sleeping shard

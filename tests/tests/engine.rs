@@ -94,6 +94,36 @@ fn echo_returns_the_bytes_and_reuses_its_warm_environment() {
     assert_eq!(f.invoke("echo", b"").unwrap().1, b"");
 }
 
+/// CLOCK_MONOTONIC as the host reads it.
+fn host_monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
+}
+
+#[test]
+fn an_environment_reads_the_hosts_monotonic_clock() {
+    // `hearth-bench noisy.victim` splits each call at the moment the handler read its clock:
+    // that needs the environment's CLOCK_MONOTONIC to be the host's (no time namespace).
+    let f = fixture();
+    f.function("clock", "clock", |_| {});
+    for _ in 0..3 {
+        let before = host_monotonic_ns();
+        let (outcome, body) = f.invoke("clock", b"").unwrap();
+        let after = host_monotonic_ns();
+        assert_eq!(outcome.error, None);
+        let ran: u64 = std::str::from_utf8(&body).unwrap().parse().unwrap();
+        assert!(
+            (before..=after).contains(&ran),
+            "the handler's clock {ran} is outside the call ({before}..={after})"
+        );
+    }
+}
+
 #[test]
 fn unknown_functions_and_oversized_requests_are_refused() {
     let f = fixture();

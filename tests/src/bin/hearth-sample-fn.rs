@@ -4,7 +4,7 @@
 //! | handler   | event               | does                                                      |
 //! |-----------|---------------------|-----------------------------------------------------------|
 //! | `echo`    | any bytes           | answers with the event                                    |
-//! | `clock`   | ignored             | answers the CLOCK_MONOTONIC time it ran at, in nanoseconds |
+//! | `clock`   | ignored             | answers the CLOCK_MONOTONIC time it ran at (decimal ns)   |
 //! | `sleep`   | milliseconds        | sleeps, answers `slept N`                                 |
 //! | `spin`    | milliseconds        | burns CPU, answers `spun N`                               |
 //! | `hang`    | ignored             | never answers                                             |
@@ -34,14 +34,14 @@ use hearth_ipc::{GuestChannel, ResponseStatus, CHANNEL_FD_ENV};
 use hearth_runtime::{serve, FnError};
 
 /// CLOCK_MONOTONIC in nanoseconds (the host's clock too: environments have no time namespace).
-fn monotonic_ns() -> u128 {
+fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u128::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u128::try_from(ts.tv_nsec).unwrap_or(0)
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn number(event: &[u8]) -> Result<u64, FnError> {
