@@ -163,6 +163,9 @@ impl Containment {
             let mut runs = 0;
             while !stop.load(Ordering::Relaxed) {
                 let done = engine.on_shard(1, move |shard| {
+                    // Back-to-back jobs leave the shard no idle turn: run its housekeeping
+                    // (zygote starts, reaping) here, as the daemon's loop does on a timer.
+                    shard.housekeeping();
                     let result = shard.invoke(name, event);
                     // The fork bomb's environment holds a thousand sleepers: start afresh.
                     if let Ok(f) = shard.function(name) {
@@ -187,6 +190,8 @@ pub fn noisy_victim(c: &Containment, n: u64) -> Result<(Latencies, Duration, Val
     let mut per_abuse = serde_json::Map::new();
     let started = Instant::now();
     for (index, (name, ..)) in ABUSES.iter().enumerate() {
+        let stats = || c.engine.on_shard(1, |shard| shard.stats());
+        let before = stats()?;
         let stop = Arc::new(AtomicBool::new(false));
         let abuser = c.abuse(index, stop.clone());
         // Let the abuse get going.
@@ -194,8 +199,17 @@ pub fn noisy_victim(c: &Containment, n: u64) -> Result<(Latencies, Duration, Val
         let calls = c.victim(n / ABUSES.len() as u64)?;
         stop.store(true, Ordering::Relaxed);
         let runs = abuser.join().unwrap_or(0);
+        let after = stats()?;
         let mut entry = calls.json("");
         entry.insert("abuse_runs".into(), runs.into());
+        // How the abusers' environments were started.
+        entry.insert(
+            "abuser_starts".into(),
+            json!({
+                "zygote": after.zygote.saturating_sub(before.zygote),
+                "cold": after.cold.saturating_sub(before.cold),
+            }),
+        );
         per_abuse.insert((*name).into(), entry.into());
         under.merge(&calls.total);
     }
