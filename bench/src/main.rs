@@ -8,7 +8,8 @@
 //! "p999_us", "max_us", "per_sec", ...}`), and the machine's physical limits measured in the same
 //! run so results read as ratios. Positional arguments select scenarios by name prefix
 //! (`hearth-bench warm limit`); `--quick` shrinks every scenario so the whole selection finishes
-//! within a minute. Needs root (environments use namespaces and cgroups).
+//! within a minute. Needs root (environments use namespaces and cgroups). The engine's warnings
+//! go to stderr (`HEARTH_LOG`, as for the daemon: `warn` unless set).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 mod containment;
@@ -133,6 +134,15 @@ fn main() {
         }
         return;
     }
+    // The engine's own warnings (a zygote discarded, cgroups left behind) on stderr, as the
+    // daemon prints them; HEARTH_LOG sets the filter.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
