@@ -61,17 +61,10 @@ impl VictimCalls {
 }
 
 /// CLOCK_MONOTONIC, the clock the victim's `clock` handler answers with.
-fn monotonic() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
+fn monotonic() -> Result<Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .context("reading CLOCK_MONOTONIC")?;
+    Ok(Duration::from(now))
 }
 
 /// The abuses, each with its handler, event and memory.
@@ -130,9 +123,9 @@ impl Containment {
                 let mut calls = VictimCalls::new();
                 for _ in 0..n {
                     std::thread::sleep(Duration::from_millis(1));
-                    let sent = monotonic();
+                    let sent = monotonic()?;
                     let outcome = shard.invoke_into(&f, VICTIM_EVENT, &mut out)?;
-                    let done = monotonic();
+                    let done = monotonic()?;
                     // The handler's moment must lie inside the call.
                     let ran = std::str::from_utf8(&out)
                         .ok()

@@ -200,12 +200,12 @@ impl Spares {
         let Some(helper) = &self.helper else {
             return;
         };
-        let wanted = if self.with_ruleset { 4 } else { 3 };
+        let nfds = if self.with_ruleset { 4 } else { 3 };
         let mut fds = Vec::with_capacity(zygote::MAX_FDS);
         loop {
             fds.clear();
             match zygote::recv(helper, &mut fds, true) {
-                Ok(Some(m)) if m.kind == Kind::Prepared && m.c == 0 && fds.len() == wanted => {
+                Ok(Some(m)) if m.kind == Kind::Prepared && m.c == 0 && fds.len() == nfds => {
                     self.asked = self.asked.saturating_sub(1);
                     self.ready.push(Spare {
                         tmp_bytes: m.b,
@@ -735,10 +735,9 @@ fn enter(
                         ChildStep::EnterNamespaces,
                         libc::setns(fd.as_raw_fd(), kind).into(),
                     )?;
-                    if kind == libc::CLONE_NEWNS {
-                        check(ChildStep::EnterNamespaces, libc::chdir(cwd.as_ptr()).into())?;
-                    }
                 }
+                // Entering a mount namespace moves the working directory to its root.
+                check(ChildStep::EnterNamespaces, libc::chdir(cwd.as_ptr()).into())?;
                 set.fds.get(3).map(AsRawFd::as_raw_fd)
             }
         };

@@ -1589,15 +1589,19 @@ impl Shard {
                 .any(|&k| slot_env(slots, k).is_some_and(|e| e.channel.response_ready()))
                 || uring.has_completions()
         };
-        // Spinning would only delay environments that share our CPU.
-        let spin = busy
-            .iter()
-            .all(|&k| slot_env(slots, k).is_some_and(|e| !e.local));
-        // A new environment's first answer (a cold start) comes after hundreds of
-        // microseconds, longer than the adaptive limit lets the shard spin.
-        let starting = busy
-            .iter()
-            .any(|&k| slot_env(slots, k).is_some_and(|e| !e.setup_done));
+        // Spinning would only delay environments that share our CPU. A new environment's first
+        // answer (a cold start) comes after hundreds of microseconds, longer than the adaptive
+        // limit lets the shard spin.
+        let (mut spin, mut starting) = (true, false);
+        for &k in busy {
+            match slot_env(slots, k) {
+                Some(e) => {
+                    spin &= !e.local;
+                    starting |= !e.setup_done;
+                }
+                None => spin = false,
+            }
+        }
         if !self.busy.is_empty() && spin {
             let ready = if starting {
                 hearth_ipc::doorbell::spin_until(START_SPIN_MAX, Some(SPIN_YIELD), &mut ready)
@@ -1782,14 +1786,7 @@ impl Shard {
 
     /// Idle-time work on the shard thread: housekeeping and refilling the cgroups kept ready.
     pub(crate) fn idle(&mut self) {
-        self.maintain();
-        self.refill_channels();
-        self.start_zygotes();
-        self.provision();
-        let _ = self
-            .shared
-            .sandbox
-            .prepare_cgroups(self.shared.config.prepared_cgroups);
+        self.housekeeping();
         self.progress(Some(Instant::now() + MAINTENANCE_INTERVAL));
     }
 

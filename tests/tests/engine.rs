@@ -10,6 +10,7 @@ use hearth_scheduler::{
     SandboxConfig, Start, ThrottleReason,
 };
 use hearth_tests::{process_exists, require_root, sample_code_dir};
+use nix::time::{clock_gettime, ClockId};
 use serde_json::Value;
 
 struct Fixture {
@@ -94,17 +95,6 @@ fn echo_returns_the_bytes_and_reuses_its_warm_environment() {
     assert_eq!(f.invoke("echo", b"").unwrap().1, b"");
 }
 
-/// CLOCK_MONOTONIC as the host reads it.
-fn host_monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
-}
-
 #[test]
 fn an_environment_reads_the_hosts_monotonic_clock() {
     // `hearth-bench noisy.victim` splits each call at the moment the handler read its clock:
@@ -112,14 +102,15 @@ fn an_environment_reads_the_hosts_monotonic_clock() {
     let f = fixture();
     f.function("clock", "clock", |_| {});
     for _ in 0..3 {
-        let before = host_monotonic_ns();
+        let host = || Duration::from(clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap());
+        let before = host();
         let (outcome, body) = f.invoke("clock", b"").unwrap();
-        let after = host_monotonic_ns();
+        let after = host();
         assert_eq!(outcome.error, None);
-        let ran: u64 = std::str::from_utf8(&body).unwrap().parse().unwrap();
+        let ran = Duration::from_nanos(std::str::from_utf8(&body).unwrap().parse().unwrap());
         assert!(
             (before..=after).contains(&ran),
-            "the handler's clock {ran} is outside the call ({before}..={after})"
+            "the handler's clock {ran:?} is outside the call ({before:?}..={after:?})"
         );
     }
 }

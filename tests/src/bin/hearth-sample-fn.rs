@@ -33,17 +33,6 @@ use hearth_ipc::layout::{Control, ARENA_LEN, SLOTS, TOTAL_LEN};
 use hearth_ipc::{GuestChannel, ResponseStatus, CHANNEL_FD_ENV};
 use hearth_runtime::{serve, FnError};
 
-/// CLOCK_MONOTONIC in nanoseconds (the host's clock too: environments have no time namespace).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
 fn number(event: &[u8]) -> Result<u64, FnError> {
     std::str::from_utf8(event)
         .ok()
@@ -82,7 +71,12 @@ fn main() {
     }
     serve(move |event| match handler.as_str() {
         "echo" => Ok(event.to_vec()),
-        "clock" => Ok(monotonic_ns().to_string().into_bytes()),
+        // The host's clock too: environments have no time namespace.
+        "clock" => {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map_err(|e| FnError::new("ClockError", e.to_string()))?;
+            Ok(Duration::from(now).as_nanos().to_string().into_bytes())
+        }
         "sleep" => {
             let ms = number(event)?;
             std::thread::sleep(Duration::from_millis(ms));
