@@ -3,7 +3,10 @@
 //! entirely gone (`timeout.kill`).
 //!
 //! Both run on an engine of their own with two shards: the victim on shard 0, the abusers on
-//! shard 1. The victim is invoked once a millisecond (its environment sleeps between calls, as
+//! shard 1, every environment on its shard's CPU (`EnvCpus::SameAsShard`, the placement for
+//! functions that must not slow each other); `noisy.victim.adaptive` repeats `noisy.victim`
+//! with the default placement by load, which runs a lone environment on another shard's CPU.
+//! The victim is invoked once a millisecond (its environment sleeps between calls, as
 //! a service's would); its latency is measured quiet, then while each abuse runs in turn. The
 //! victim's handler answers the time it ran at (`clock`), which splits each call in two:
 //! delivery (from the shard's submit until the handler runs: waking the environment on its
@@ -17,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hearth_scheduler::{Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput};
+use hearth_scheduler::{
+    Engine, EngineConfig, EnvCpus, FunctionConfig, FunctionError, FunctionOutput,
+};
 use serde_json::{json, Value};
 
 use crate::report::{round2, Latencies};
@@ -77,16 +82,21 @@ const ABUSES: &[(&str, &str, &[u8], u32)] = &[
 ];
 
 pub struct Containment {
+    /// Where the engine places environments.
+    pub env_cpus: EnvCpus,
     engine: Arc<Engine>,
     _code: tempfile::TempDir,
 }
 
 impl Containment {
-    pub fn start(sample: &Path) -> Result<Self> {
+    /// The victim, the abusers and the timed-out function on an engine of two shards whose
+    /// environments are placed by `env_cpus`.
+    pub fn start(sample: &Path, env_cpus: EnvCpus) -> Result<Self> {
         let code = tempfile::tempdir()?;
         std::fs::copy(sample, code.path().join("bootstrap")).context("copying the sample")?;
         let engine = Engine::start(EngineConfig {
             shards: 2,
+            env_cpus,
             function_output: FunctionOutput::Discard,
             ..EngineConfig::default()
         })?;
@@ -108,6 +118,7 @@ impl Containment {
         orphans.zygote = false;
         engine.create_function(orphans)?;
         Ok(Self {
+            env_cpus,
             engine: Arc::new(engine),
             _code: code,
         })
@@ -213,6 +224,7 @@ pub fn noisy_victim(c: &Containment, n: u64) -> Result<(Latencies, Duration, Val
         round2(under.quantile_us(0.99) / quiet.total.quantile_us(0.99)).into(),
     );
     extra.insert("gap_us".into(), 1000.into());
+    extra.insert("env_cpus".into(), json!(c.env_cpus));
     extra.insert(
         "slow_us".into(),
         u64::try_from(SLOW.as_micros()).unwrap_or(u64::MAX).into(),

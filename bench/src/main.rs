@@ -25,6 +25,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
+use hearth_scheduler::EnvCpus;
 use serde_json::{json, Value};
 
 use crate::report::Latencies;
@@ -57,6 +58,7 @@ const SCENARIOS: &[&str] = &[
     "mem.idle_env",
     "noisy.victim",
     "timeout.kill",
+    "noisy.victim.adaptive",
     // The echo floor is measured right before http.invoke: this VM's cross-CPU wake-up cost
     // changes state now and then (17 or 67 us for the echo), and a ratio across a change would
     // mean nothing.
@@ -68,20 +70,34 @@ const SCENARIOS: &[&str] = &[
 
 struct Options {
     quick: bool,
+    /// Placement of the engine scenarios' environments (warm, cold, mem).
+    env_cpus: EnvCpus,
     prefixes: Vec<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         quick: false,
+        env_cpus: EnvCpus::Adaptive,
         prefixes: Vec::new(),
     };
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--env-cpus" => {
+                let value = args.next().unwrap_or_default();
+                options.env_cpus = serde_json::from_value(Value::String(value.clone()))
+                    .map_err(|_| {
+                        format!("--env-cpus {value:?}: one of adaptive, same_as_shard, other_than_shard, any")
+                    })?;
+            }
             "-h" | "--help" => {
                 return Err(format!(
-                    "usage: hearth-bench [--quick] [SCENARIO-PREFIX...]\n\nscenarios:\n  {}",
+                    "usage: hearth-bench [--quick] [--env-cpus PLACEMENT] [SCENARIO-PREFIX...]\n\n\
+                     --env-cpus  where the warm, cold and mem scenarios' environments run: adaptive\n\
+                     \x20           (the default), same_as_shard, other_than_shard or any; noisy.victim\n\
+                     \x20           runs same_as_shard, noisy.victim.adaptive adaptive\n\nscenarios:\n  {}",
                     SCENARIOS.join("\n  ")
                 ))
             }
@@ -164,13 +180,13 @@ fn main() {
         if options.quick { ", quick" } else { "" },
         machine()
     );
-    if let Err(e) = run(&selected, options.quick) {
+    if let Err(e) = run(&selected, options.quick, options.env_cpus) {
         eprintln!("hearth-bench: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(selected: &[&str], quick: bool) -> Result<()> {
+fn run(selected: &[&str], quick: bool, env_cpus: EnvCpus) -> Result<()> {
     let n = |full: u64, short: u64| if quick { short } else { full };
     let mut futex_p50 = None;
     let mut echo_p50 = None;
@@ -219,21 +235,32 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                 extra["c1_p99_us"] = json!(one.quantile_us(0.99));
                 (lat, elapsed, extra)
             }
-            abuse_scenario @ ("noisy.victim" | "timeout.kill") => {
+            abuse_scenario @ ("noisy.victim" | "noisy.victim.adaptive" | "timeout.kill") => {
                 if !sys::is_root() {
                     anyhow::bail!("{abuse_scenario} starts real environments and needs root");
+                }
+                // Functions that must not slow each other run on their own shard's CPU;
+                // `.adaptive` shows the default placement under the same abuse.
+                let placement = if abuse_scenario == "noisy.victim.adaptive" {
+                    EnvCpus::Adaptive
+                } else {
+                    EnvCpus::SameAsShard
+                };
+                if abuse.as_ref().is_some_and(|c| c.env_cpus != placement) {
+                    // One abuse engine at a time: the other's shards would share the CPUs.
+                    abuse = None;
                 }
                 if abuse.is_none() {
                     let (sample, _) = scenarios::sample_function().ok_or_else(|| {
                         anyhow::anyhow!("the sample function is missing: run `make bench`")
                     })?;
-                    abuse = Some(containment::Containment::start(&sample)?);
+                    abuse = Some(containment::Containment::start(&sample, placement)?);
                 }
                 let c = abuse.as_ref().expect("started above");
-                if abuse_scenario == "noisy.victim" {
-                    containment::noisy_victim(c, n(5_000, 1_000))?
-                } else {
+                if abuse_scenario == "timeout.kill" {
                     containment::timeout_kill(c, n(20, 5))?
+                } else {
+                    containment::noisy_victim(c, n(5_000, 1_000))?
                 }
             }
             peer_scenario @ ("peer.fork_exec" | "peer.bwrap" | "peer.crun" | "peer.runc") => {
@@ -350,7 +377,7 @@ fn run(selected: &[&str], quick: bool) -> Result<()> {
                     anyhow::bail!("{engine_scenario} starts real environments and needs root");
                 }
                 if bench.is_none() {
-                    bench = Some(scenarios::Bench::start()?);
+                    bench = Some(scenarios::Bench::start(env_cpus)?);
                 }
                 let bench = bench.as_ref().expect("bench started above");
                 match engine_scenario {

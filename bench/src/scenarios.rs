@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hearth_scheduler::{
-    Engine, EngineConfig, Function, FunctionConfig, FunctionOutput, Shard, Start,
+    Engine, EngineConfig, EnvCpus, Function, FunctionConfig, FunctionOutput, Shard, Start,
 };
 use serde_json::{json, Value};
 
@@ -27,7 +27,8 @@ const EVENT: &[u8] = br#"{"hello":"hearth"}"#;
 impl Bench {
     /// Starts an engine with one shard and registers the benchmark's functions, all running the
     /// sample function ([`sample_function`]).
-    pub fn start() -> Result<Self> {
+    /// An engine of one shard whose environments are placed by `env_cpus`.
+    pub fn start(env_cpus: EnvCpus) -> Result<Self> {
         let (sample, linking) = sample_function()
             .context("the sample function is missing: run `make bench` (or cargo build --release --workspace)")?;
         eprintln!(
@@ -39,6 +40,7 @@ impl Bench {
             .context("copying the sample function")?;
         let engine = Engine::start(EngineConfig {
             shards: 1,
+            env_cpus,
             function_output: FunctionOutput::Discard,
             prepared_cgroups: 8,
             ..EngineConfig::default()

@@ -25,14 +25,24 @@ pub enum FunctionOutput {
     Discard,
 }
 
-/// Which CPUs an environment may run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which CPUs an environment may run on (in the daemon's `--config` file: `"adaptive"`,
+/// `"same_as_shard"`, `"other_than_shard"` or `"any"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EnvCpus {
     /// Every CPU but the one its shard is pinned to (when there is more than one): the shard and
     /// the environment each spin on their own core instead of fighting over one.
     OtherThanShard,
     /// Any CPU.
     Any,
+    /// Only the shard's own CPU (its zygotes too): no environment ever runs on another shard's
+    /// CPU, so a function that spins, forks, floods or fills its memory slows only the shard it
+    /// was invoked on. A shard and its environments take turns on one CPU (the shard sleeps
+    /// while they run instead of spinning), which makes sparse invocations faster (no
+    /// cross-CPU wake-ups) and back-to-back invocations and cold starts slower (no spinning,
+    /// no overlap of the shard's work with the child's); the kernel no longer spreads a busy
+    /// shard's environments over idle CPUs.
+    SameAsShard,
     /// By load: an environment that serves while nothing else on its shard is in flight runs
     /// on the other CPUs (shard and environment each spin on their own core: the lowest
     /// latency); environments started or picked while others are in flight stay on the shard's

@@ -78,6 +78,9 @@ pub struct FileConfig {
     pub account_concurrency: Option<u32>,
     /// Number of shards (default: one per CPU).
     pub shards: Option<usize>,
+    /// Where environments run (default `adaptive`; `same_as_shard` keeps every function's
+    /// environments on the CPU of the shard that invoked it).
+    pub env_cpus: Option<crate::EnvCpus>,
     /// Most idle environments a function keeps ready per shard beyond provisioned concurrency
     /// (default 4; 0 turns the adaptive pool off).
     pub adaptive_pool: Option<usize>,

@@ -289,6 +289,8 @@ pub struct Shard {
     uring: Uring,
     mailbox: Option<std::os::fd::OwnedFd>,
     mailbox_ready: bool,
+    /// Where new environments run (with [`EnvCpus::Adaptive`], one serving alone); `None`:
+    /// only on the shard's own CPU ([`EnvCpus::SameAsShard`]).
     env_cpus: Option<Vec<usize>>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
@@ -303,8 +305,9 @@ pub struct Shard {
     events: Vec<Event>,
     net_events: Vec<NetEvent>,
     spin: AdaptiveSpin,
-    /// With [`EnvCpus::Adaptive`]: the shard's own CPU, for environments serving while others
-    /// are in flight (`env_cpus` then holds the other CPUs).
+    /// The shard's own CPU: with [`EnvCpus::Adaptive`], for environments serving while others
+    /// are in flight (`env_cpus` then holds the other CPUs); with [`EnvCpus::SameAsShard`], for
+    /// every environment and zygote.
     local_cpus: Option<Vec<usize>>,
     /// When an invocation last started while another was in flight.
     last_concurrent: Option<Instant>,
@@ -419,18 +422,20 @@ impl Shard {
         logs: Option<LogQueue>,
     ) -> std::io::Result<Self> {
         // Always explicit: a new environment otherwise inherits the shard thread's pinning.
-        let env_cpus = Some(match (shared.config.env_cpus, cpu) {
-            (EnvCpus::OtherThanShard, Some(own)) if all_cpus.len() > 1 => {
-                all_cpus.iter().copied().filter(|&c| c != own).collect()
-            }
+        let others = || {
+            all_cpus
+                .iter()
+                .copied()
+                .filter(|&c| Some(c) != cpu)
+                .collect()
+        };
+        let (env_cpus, local_cpus) = match (shared.config.env_cpus, cpu) {
+            (EnvCpus::OtherThanShard, Some(_)) if all_cpus.len() > 1 => (Some(others()), None),
             (EnvCpus::Adaptive, Some(own)) if all_cpus.len() > 1 => {
-                all_cpus.iter().copied().filter(|&c| c != own).collect()
+                (Some(others()), Some(vec![own]))
             }
-            _ => all_cpus.to_vec(),
-        });
-        let local_cpus = match (shared.config.env_cpus, cpu) {
-            (EnvCpus::Adaptive, Some(own)) if all_cpus.len() > 1 => Some(vec![own]),
-            _ => None,
+            (EnvCpus::SameAsShard, Some(own)) => (None, Some(vec![own])),
+            _ => (Some(all_cpus.to_vec()), None),
         };
         let mut shard = Self {
             local_cpus,
@@ -787,6 +792,12 @@ impl Shard {
         ))
     }
 
+    /// Whether every environment and zygote of this shard runs on its own CPU
+    /// ([`EnvCpus::SameAsShard`]).
+    fn partitioned(&self) -> bool {
+        self.env_cpus.is_none() && self.local_cpus.is_some()
+    }
+
     /// Whether invocations overlapped on this shard in the last [`CONCURRENCY_MEMORY`].
     fn concurrent_lately(&self, now: Instant) -> bool {
         self.last_concurrent
@@ -862,7 +873,9 @@ impl Shard {
             None => HostChannel::create().map_err(|e| service("channel", &e))?,
         };
         let local = self.local_cpus.is_some()
-            && (!self.busy.is_empty() || self.concurrent_lately(Instant::now()));
+            && (self.partitioned()
+                || !self.busy.is_empty()
+                || self.concurrent_lately(Instant::now()));
         let mode = self.shared.config.function_output;
         let capture = new_capture(mode).map_err(|e| service("output capture", &e))?;
         let stderr = std::io::stderr();
@@ -1065,11 +1078,17 @@ impl Shard {
                     stderr: output,
                     limits: env_limits(config),
                     tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
-                    cpus: self.env_cpus.as_deref(),
+                    cpus: self.env_cpus.as_deref().or(self.local_cpus.as_deref()),
                 },
             );
             match started {
-                Ok(zygote) => self.zygotes.insert(function.clone(), zygote, capture),
+                Ok(mut zygote) => {
+                    if self.partitioned() {
+                        // It shares the shard's CPU: it forks only once the shard sleeps.
+                        zygote.set_fork_spin(Duration::ZERO);
+                    }
+                    self.zygotes.insert(function.clone(), zygote, capture)
+                }
                 Err(e) => self.zygotes.start_failed(&function, &e.to_string()),
             }
         }

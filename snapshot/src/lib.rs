@@ -104,6 +104,8 @@ pub struct Zygote {
     devnull: OwnedFd,
     /// Children that entered namespaces made ahead by the zygote's helper.
     prepared_forks: u64,
+    /// How long [`Zygote::fork`] spins for the answer before it sleeps.
+    fork_spin: Duration,
 }
 
 impl Zygote {
@@ -130,6 +132,7 @@ impl Zygote {
             started: Instant::now(),
             devnull: devnull.into(),
             prepared_forks: 0,
+            fork_spin: FORK_SPIN,
         })
     }
 
@@ -146,6 +149,12 @@ impl Zygote {
     /// When it was started.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// How long [`Zygote::fork`] spins for the answer before it sleeps ([`FORK_SPIN`] unless
+    /// set). Zero suits a zygote that runs on the caller's CPU: spinning would only delay it.
+    pub fn set_fork_spin(&mut self, spin: Duration) {
+        self.fork_spin = spin;
     }
 
     /// How many of its children entered a mount, ipc and uts namespace (with `/tmp` mounted and
@@ -297,9 +306,9 @@ impl Zygote {
         Ok((env, pid))
     }
 
-    /// Waits for the `Forked` answer to the latest request: spinning first for
-    /// [`FORK_SPIN`] (a fork takes about that long, and being woken from sleep would add an
-    /// inter-processor wake-up), then sleeping.
+    /// Waits for the `Forked` answer to the latest request: spinning first (for [`FORK_SPIN`]
+    /// unless set otherwise: a fork takes about that long, and being woken from sleep would add
+    /// an inter-processor wake-up), then sleeping.
     fn await_forked(&mut self) -> Result<(u64, OwnedFd), ForkError> {
         let began = Instant::now();
         let deadline = began + FORK_TIMEOUT;
@@ -311,7 +320,7 @@ impl Zygote {
                     "it did not answer a fork request within {FORK_TIMEOUT:?}"
                 )));
             }
-            let spinning = began.elapsed() < FORK_SPIN;
+            let spinning = began.elapsed() < self.fork_spin;
             let ready = if spinning {
                 std::hint::spin_loop();
                 protocol::wait_readable(self.control.as_fd(), Duration::ZERO)

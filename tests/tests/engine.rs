@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_scheduler::{
-    Completion, Engine, EngineConfig, FunctionConfig, FunctionError, FunctionOutput, InvokeError,
-    SandboxConfig, Start, ThrottleReason,
+    Completion, Engine, EngineConfig, EnvCpus, FunctionConfig, FunctionError, FunctionOutput,
+    InvokeError, SandboxConfig, Start, ThrottleReason,
 };
 use hearth_tests::{process_exists, require_root, sample_code_dir};
 use nix::time::{clock_gettime, ClockId};
@@ -892,5 +892,67 @@ fn a_shard_waiting_on_a_slow_invocation_sleeps_even_when_the_next_job_arrives() 
     assert!(
         used < Duration::from_millis(100),
         "the shard thread used {used:?} of CPU during a 400 ms invocation"
+    );
+}
+
+/// `EnvCpus::SameAsShard`: every process of a function invoked on a shard (environments started
+/// from nothing, the zygote and the environments it forks) may run only on that shard's CPU,
+/// also through an invocation longer than the 50 ms after which adaptive placement moves one
+/// off it: a function never runs on, and never slows, another shard's CPU.
+#[test]
+fn same_as_shard_keeps_every_process_of_a_function_on_its_shards_cpu() {
+    let f = fixture_with(|c| {
+        c.shards = 2;
+        c.env_cpus = EnvCpus::SameAsShard;
+        // Every start is then a cold or a zygote one.
+        c.adaptive_pool = 0;
+    });
+    f.function("pinned", "spin", |c| c.timeout = Duration::from_secs(10));
+    let (shard_cpu, during, starts) = f
+        .engine
+        .on_shard(1, |shard| {
+            // This job runs on shard 1's thread.
+            let shard_cpu = affinity(0);
+            let function = shard.function("pinned").unwrap();
+            let mut starts = Vec::new();
+            let mut during = Vec::new();
+            // From nothing first, then (once the zygote is up) forked from it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !starts.contains(&Start::Zygote) && Instant::now() < deadline {
+                shard.housekeeping();
+                shard.submit(&function, b"120", 1).unwrap();
+                let mut done = Vec::new();
+                while done.is_empty() {
+                    shard.poll(&mut done, Some(Duration::from_millis(20)));
+                    let placement: Vec<(i32, Vec<usize>)> = hearth_tests::function_pids("pinned")
+                        .into_iter()
+                        .map(|pid| (pid, affinity(pid)))
+                        .collect();
+                    during.push(placement);
+                }
+                let completion = done.pop().unwrap();
+                assert_eq!(completion.payload, b"spun 120");
+                let outcome = completion.result.expect("the invocation ran");
+                assert_eq!(outcome.error, None);
+                starts.push(outcome.start);
+                shard.retire_idle(&function);
+            }
+            (shard_cpu, during, starts)
+        })
+        .unwrap();
+    assert_eq!(shard_cpu.len(), 1, "shard 1 is pinned to one CPU");
+    assert!(
+        starts.first() == Some(&Start::Cold) && starts.last() == Some(&Start::Zygote),
+        "started from nothing, then forked: {starts:?}"
+    );
+    let seen: Vec<&(i32, Vec<usize>)> = during.iter().flatten().collect();
+    assert!(
+        seen.len() >= 10,
+        "the function's processes were sampled while they ran: {during:?}"
+    );
+    let elsewhere: Vec<_> = seen.iter().filter(|(_, cpus)| cpus != &shard_cpu).collect();
+    assert!(
+        elsewhere.is_empty(),
+        "processes allowed other CPUs than shard 1's {shard_cpu:?}: {elsewhere:?}"
     );
 }

@@ -1822,6 +1822,81 @@ fn bad_requests_start_no_environment_and_leave_the_daemon_serving() {
 
 // ===== SIGTERM drains ========================================================================
 
+/// `Cpus_allowed_list` of process or thread `proc_dir` (a `/proc/...` directory).
+fn cpus_allowed(proc_dir: &Path) -> String {
+    std::fs::read_to_string(proc_dir.join("status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn env_cpus_same_as_shard_in_the_config_keeps_environments_on_the_shards_cpu() {
+    let daemon = Daemon::start(&Options {
+        config: json!({"shards": 1, "env_cpus": "same_as_shard"}),
+        ..Options::default()
+    });
+    let shard = std::fs::read_dir(format!("/proc/{}/task", daemon.pid))
+        .expect("the daemon's threads")
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "hearth-shard-0")
+        })
+        .expect("the daemon's shard thread")
+        .path();
+    let shard_cpu = cpus_allowed(&shard);
+    assert!(
+        !shard_cpu.is_empty() && !shard_cpu.contains([',', '-']),
+        "the shard is pinned to one CPU: {shard_cpu:?}"
+    );
+    let name = "http-same-as-shard";
+    daemon.create_function(name, "echo");
+    // One call at a time: placed by load (the default), it would run on another CPU.
+    for _ in 0..3 {
+        assert_answer(&daemon.invoke(name, br#"{"pinned":1}"#), br#"{"pinned":1}"#);
+    }
+    let pids = environment_pids(name);
+    assert!(!pids.is_empty(), "no environment process found for {name}");
+    for pid in pids {
+        let cpus = cpus_allowed(Path::new(&format!("/proc/{pid}")));
+        assert_eq!(
+            cpus, shard_cpu,
+            "environment {pid} may run on {cpus}, its shard only on {shard_cpu}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_env_cpus_value_stops_the_daemon_with_the_accepted_ones() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"env_cpus": "sideways"}"#).expect("write config.json");
+    let out = Command::new(workspace_binary("hearth"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hearth serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "hearth serve started: {stderr}");
+    for expected in ["sideways", "same_as_shard", "adaptive"] {
+        assert!(stderr.contains(expected), "{expected:?} not in: {stderr}");
+    }
+}
+
 #[test]
 fn sigterm_finishes_in_flight_invocations_then_stops_everything() {
     let daemon = Daemon::start(&Options {

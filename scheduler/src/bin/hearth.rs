@@ -29,8 +29,8 @@ usage: hearth serve [--listen ADDR]... [--data-dir DIR] [--config FILE] [--insec
   --listen ADDR        127.0.0.1:9001 (default), any IP:PORT, or unix:PATH; repeatable
   --data-dir DIR       state directory (default: $XDG_DATA_HOME/hearth or ~/.local/share/hearth)
   --config FILE        JSON: listen, data_dir, access_keys [{id, secret}], region, account_id,
-                       account_concurrency, shards, adaptive_pool, head_timeout_ms,
-                       body_timeout_ms, idle_timeout_ms
+                       account_concurrency, shards, env_cpus, adaptive_pool,
+                       head_timeout_ms, body_timeout_ms, idle_timeout_ms
   --insecure-no-auth   accept unsigned requests (local experiments only)
   --follow, -f         (logs) keep printing what the function logs
 
@@ -131,6 +131,9 @@ fn config(args: Args) -> Result<ServeConfig, String> {
     }
     if let Some(n) = file.shards {
         engine.shards = n.max(1);
+    }
+    if let Some(placement) = file.env_cpus {
+        engine.env_cpus = placement;
     }
     if let Some(n) = file.adaptive_pool {
         engine.adaptive_pool = n;
