@@ -284,6 +284,10 @@ pub fn timeout_kill(c: &Containment, n: u64) -> Result<(Latencies, Duration, Val
     Ok((
         lat,
         started.elapsed(),
-        json!({ "timeout_ms": 1000, "processes": "function + 4 double-forked setsid sleepers" }),
+        json!({
+            "timeout_ms": 1000,
+            "processes": "function + 4 double-forked setsid sleepers",
+            "env_cpus": c.env_cpus,
+        }),
     ))
 }

@@ -70,7 +70,7 @@ const SCENARIOS: &[&str] = &[
 
 struct Options {
     quick: bool,
-    /// Placement of the engine scenarios' environments (warm, cold, mem).
+    /// Placement of the environments of `warm.native*`, `cold.native*` and `mem.idle_env`.
     env_cpus: EnvCpus,
     prefixes: Vec<String>,
 }
@@ -87,17 +87,16 @@ fn parse_args() -> Result<Options, String> {
             "--quick" => options.quick = true,
             "--env-cpus" => {
                 let value = args.next().unwrap_or_default();
-                options.env_cpus = serde_json::from_value(Value::String(value.clone()))
-                    .map_err(|_| {
-                        format!("--env-cpus {value:?}: one of adaptive, same_as_shard, other_than_shard, any")
-                    })?;
+                options.env_cpus = serde_json::from_value(Value::String(value))
+                    .map_err(|e| format!("--env-cpus: {e}"))?;
             }
             "-h" | "--help" => {
                 return Err(format!(
                     "usage: hearth-bench [--quick] [--env-cpus PLACEMENT] [SCENARIO-PREFIX...]\n\n\
-                     --env-cpus  where the warm, cold and mem scenarios' environments run: adaptive\n\
-                     \x20           (the default), same_as_shard, other_than_shard or any; noisy.victim\n\
-                     \x20           runs same_as_shard, noisy.victim.adaptive adaptive\n\nscenarios:\n  {}",
+                     --env-cpus  where the environments of warm.native*, cold.native* and mem.idle_env\n\
+                     \x20           run: adaptive (the default), same_as_shard, other_than_shard or any;\n\
+                     \x20           noisy.victim and timeout.kill run same_as_shard, noisy.victim.adaptive\n\
+                     \x20           adaptive\n\nscenarios:\n  {}",
                     SCENARIOS.join("\n  ")
                 ))
             }
@@ -175,9 +174,10 @@ fn main() {
         })
         .collect();
     eprintln!(
-        "hearth-bench: {} scenario(s){} on {}",
+        "hearth-bench: {} scenario(s){}, env_cpus {} on {}",
         selected.len(),
         if options.quick { ", quick" } else { "" },
+        json!(options.env_cpus).as_str().unwrap_or("?"),
         machine()
     );
     if let Err(e) = run(&selected, options.quick, options.env_cpus) {

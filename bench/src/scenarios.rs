@@ -25,9 +25,8 @@ pub struct Bench {
 const EVENT: &[u8] = br#"{"hello":"hearth"}"#;
 
 impl Bench {
-    /// Starts an engine with one shard and registers the benchmark's functions, all running the
-    /// sample function ([`sample_function`]).
-    /// An engine of one shard whose environments are placed by `env_cpus`.
+    /// Starts an engine of one shard whose environments are placed by `env_cpus` and registers
+    /// the benchmark's functions, all running the sample function ([`sample_function`]).
     pub fn start(env_cpus: EnvCpus) -> Result<Self> {
         let (sample, linking) = sample_function()
             .context("the sample function is missing: run `make bench` (or cargo build --release --workspace)")?;

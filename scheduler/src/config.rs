@@ -35,13 +35,16 @@ pub enum EnvCpus {
     OtherThanShard,
     /// Any CPU.
     Any,
-    /// Only the shard's own CPU (its zygotes too): no environment ever runs on another shard's
-    /// CPU, so a function that spins, forks, floods or fills its memory slows only the shard it
-    /// was invoked on. A shard and its environments take turns on one CPU (the shard sleeps
-    /// while they run instead of spinning), which makes sparse invocations faster (no
-    /// cross-CPU wake-ups) and back-to-back invocations and cold starts slower (no spinning,
-    /// no overlap of the shard's work with the child's); the kernel no longer spreads a busy
-    /// shard's environments over idle CPUs.
+    /// Only the shard's own CPU (its zygotes too), never moved: a function that spins, forks or
+    /// fills its memory then slows the shard it was invoked on rather than another. A shard
+    /// and its environments take turns on one CPU (the shard sleeps while they run instead of
+    /// spinning), which makes sparse invocations faster (no cross-CPU wake-ups) and
+    /// back-to-back invocations and cold starts slower (no spinning, no overlap of the shard's
+    /// work with the child's); the kernel no longer spreads a busy shard's environments over
+    /// idle CPUs. This is placement, not a limit: a function may set its own affinity
+    /// (`sched_setaffinity` is allowed, as on Lambda), and what bounds one that does is its
+    /// cgroup's CPU weight. Needs pinned shards ([`EngineConfig::pin_shards`]; otherwise
+    /// environments run on any CPU, with a warning); shards that outnumber the CPUs share them.
     SameAsShard,
     /// By load: an environment that serves while nothing else on its shard is in flight runs
     /// on the other CPUs (shard and environment each spin on their own core: the lowest

@@ -78,7 +78,7 @@ pub struct FileConfig {
     pub account_concurrency: Option<u32>,
     /// Number of shards (default: one per CPU).
     pub shards: Option<usize>,
-    /// Where environments run (default `adaptive`; `same_as_shard` keeps every function's
+    /// Where environments run (default `adaptive`; `same_as_shard` places every function's
     /// environments on the CPU of the shard that invoked it).
     pub env_cpus: Option<crate::EnvCpus>,
     /// Most idle environments a function keeps ready per shard beyond provisioned concurrency

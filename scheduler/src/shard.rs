@@ -226,7 +226,7 @@ struct Env {
     last_used: Instant,
     doorbell_armed: bool,
     setup_done: bool,
-    /// Runs on the shard's own CPU ([`EnvCpus::Adaptive`]).
+    /// Runs on the shard's own CPU ([`EnvCpus::Adaptive`], [`EnvCpus::SameAsShard`]).
     local: bool,
     /// Its stdout and stderr ([`FunctionOutput::Capture`]).
     capture: Option<Capture>,
@@ -289,9 +289,12 @@ pub struct Shard {
     uring: Uring,
     mailbox: Option<std::os::fd::OwnedFd>,
     mailbox_ready: bool,
-    /// Where new environments run (with [`EnvCpus::Adaptive`], one serving alone); `None`:
-    /// only on the shard's own CPU ([`EnvCpus::SameAsShard`]).
+    /// Where new environments run (with [`EnvCpus::Adaptive`], one serving alone); `None`
+    /// when partitioned.
     env_cpus: Option<Vec<usize>>,
+    /// [`EnvCpus::SameAsShard`] on a pinned shard: every environment and zygote on `local_cpus`,
+    /// never moved.
+    partitioned: bool,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     pools: HashMap<u64, Pool>,
@@ -437,6 +440,12 @@ impl Shard {
             (EnvCpus::SameAsShard, Some(own)) => (None, Some(vec![own])),
             _ => (Some(all_cpus.to_vec()), None),
         };
+        let partitioned = env_cpus.is_none();
+        if shared.config.env_cpus == EnvCpus::SameAsShard && !partitioned && index == 0 {
+            tracing::warn!(
+                "env_cpus same_as_shard needs pinned shards; environments run on any CPU"
+            );
+        }
         let mut shard = Self {
             local_cpus,
             last_concurrent: None,
@@ -446,6 +455,7 @@ impl Shard {
             mailbox,
             mailbox_ready: false,
             env_cpus,
+            partitioned,
             slots: Vec::new(),
             free_slots: Vec::new(),
             pools: HashMap::new(),
@@ -792,12 +802,6 @@ impl Shard {
         ))
     }
 
-    /// Whether every environment and zygote of this shard runs on its own CPU
-    /// ([`EnvCpus::SameAsShard`]).
-    fn partitioned(&self) -> bool {
-        self.env_cpus.is_none() && self.local_cpus.is_some()
-    }
-
     /// Whether invocations overlapped on this shard in the last [`CONCURRENCY_MEMORY`].
     fn concurrent_lately(&self, now: Instant) -> bool {
         self.last_concurrent
@@ -872,10 +876,9 @@ impl Shard {
             Some(channel) => channel,
             None => HostChannel::create().map_err(|e| service("channel", &e))?,
         };
-        let local = self.local_cpus.is_some()
-            && (self.partitioned()
-                || !self.busy.is_empty()
-                || self.concurrent_lately(Instant::now()));
+        let local = self.partitioned
+            || (self.local_cpus.is_some()
+                && (!self.busy.is_empty() || self.concurrent_lately(Instant::now())));
         let mode = self.shared.config.function_output;
         let capture = new_capture(mode).map_err(|e| service("output capture", &e))?;
         let stderr = std::io::stderr();
@@ -1083,7 +1086,7 @@ impl Shard {
             );
             match started {
                 Ok(mut zygote) => {
-                    if self.partitioned() {
+                    if self.partitioned {
                         // It shares the shard's CPU: it forks only once the shard sleeps.
                         zygote.set_fork_spin(Duration::ZERO);
                     }

@@ -128,6 +128,21 @@ pub fn attack_code_dir() -> &'static Path {
     .path()
 }
 
+/// The CPUs process or thread `id` may run on (`Cpus_allowed_list` in its `/proc` status);
+/// `None` once it is gone.
+pub fn allowed_cpus(id: i32) -> Option<Vec<usize>> {
+    let status = std::fs::read_to_string(format!("/proc/{id}/status")).ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(first.parse::<usize>().ok()?..=last.parse::<usize>().ok()?);
+    }
+    Some(cpus)
+}
+
 /// Host pids of the processes whose environment names Lambda function `name`
 /// (`AWS_LAMBDA_FUNCTION_NAME`, which hearth sets in every environment): all processes of that
 /// function's environments, zombies included.

@@ -1820,21 +1820,15 @@ fn bad_requests_start_no_environment_and_leave_the_daemon_serving() {
     assert!(daemon.is_running());
 }
 
-// ===== SIGTERM drains ========================================================================
-
-/// `Cpus_allowed_list` of process or thread `proc_dir` (a `/proc/...` directory).
-fn cpus_allowed(proc_dir: &Path) -> String {
-    std::fs::read_to_string(proc_dir.join("status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
+// ===== placement (env_cpus) ==================================================================
 
 #[test]
 fn env_cpus_same_as_shard_in_the_config_keeps_environments_on_the_shards_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "placement is only observable with two CPUs (this machine has {cpus})"
+    );
     let daemon = Daemon::start(&Options {
         config: json!({"shards": 1, "env_cpus": "same_as_shard"}),
         ..Options::default()
@@ -1846,37 +1840,39 @@ fn env_cpus_same_as_shard_in_the_config_keeps_environments_on_the_shards_cpu() {
             std::fs::read_to_string(t.path().join("comm"))
                 .is_ok_and(|c| c.trim() == "hearth-shard-0")
         })
-        .expect("the daemon's shard thread")
-        .path();
-    let shard_cpu = cpus_allowed(&shard);
-    assert!(
-        !shard_cpu.is_empty() && !shard_cpu.contains([',', '-']),
-        "the shard is pinned to one CPU: {shard_cpu:?}"
-    );
+        .and_then(|t| t.file_name().to_str()?.parse::<i32>().ok())
+        .expect("the daemon's shard thread");
+    let shard_cpu = hearth_tests::allowed_cpus(shard).expect("the shard thread's CPUs");
+    assert_eq!(shard_cpu.len(), 1, "the shard is pinned to one CPU");
     let name = "http-same-as-shard";
     daemon.create_function(name, "echo");
     // One call at a time: placed by load (the default), it would run on another CPU.
     for _ in 0..3 {
         assert_answer(&daemon.invoke(name, br#"{"pinned":1}"#), br#"{"pinned":1}"#);
     }
-    let pids = environment_pids(name);
-    assert!(!pids.is_empty(), "no environment process found for {name}");
-    for pid in pids {
-        let cpus = cpus_allowed(Path::new(&format!("/proc/{pid}")));
+    let placed: Vec<(i32, Vec<usize>)> = environment_pids(name)
+        .into_iter()
+        .filter_map(|pid| hearth_tests::allowed_cpus(pid).map(|cpus| (pid, cpus)))
+        .collect();
+    assert!(
+        !placed.is_empty(),
+        "no environment process found for {name}"
+    );
+    for (pid, cpus) in placed {
         assert_eq!(
             cpus, shard_cpu,
-            "environment {pid} may run on {cpus}, its shard only on {shard_cpu}"
+            "environment {pid} may run on {cpus:?}, its shard only on {shard_cpu:?}"
         );
     }
 }
 
 #[test]
 fn an_unknown_env_cpus_value_stops_the_daemon_with_the_accepted_ones() {
-    require_root();
+    // The configuration is read before anything needs root.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.json");
     std::fs::write(&config, r#"{"env_cpus": "sideways"}"#).expect("write config.json");
-    let out = Command::new(workspace_binary("hearth"))
+    let mut child = Command::new(workspace_binary("hearth"))
         .args([
             "serve",
             "--listen",
@@ -1888,14 +1884,36 @@ fn an_unknown_env_cpus_value_stops_the_daemon_with_the_accepted_ones() {
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run hearth serve");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "hearth serve started: {stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for hearth serve") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hearth serve accepted env_cpus \"sideways\" and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "hearth serve exited 0: {stderr}");
     for expected in ["sideways", "same_as_shard", "adaptive"] {
         assert!(stderr.contains(expected), "{expected:?} not in: {stderr}");
     }
 }
+
+// ===== SIGTERM drains ========================================================================
 
 #[test]
 fn sigterm_finishes_in_flight_invocations_then_stops_everything() {
