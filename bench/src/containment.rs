@@ -75,6 +75,8 @@ fn monotonic() -> Result<Duration> {
 /// The abuses, each with its handler, event and memory.
 const ABUSES: &[(&str, &str, &[u8], u32)] = &[
     ("cpu", "spin", b"200", 128),
+    // The same spin after asking for every CPU: placement alone would not hold it.
+    ("cpu_widened", "widespin", b"200", 128),
     ("fork_bomb", "forkbomb", b"", 512),
     ("memory", "alloc", b"4096", 128),
     ("tmp_fill", "filltmp", b"", 1024),

@@ -1,7 +1,10 @@
-//! One cgroup per environment, with memory, pids and CPU limits.
+//! One cgroup per environment, with memory, pids and CPU limits, and (where the `cpuset`
+//! controller is there too) the CPU its processes are confined to when the scheduler asks for one.
 //!
 //! cgroup v2 is used where its `memory` and `pids` controllers are enabled; otherwise the v1
-//! hierarchies of those controllers (hybrid hosts, like the machine hearth is developed on).
+//! hierarchies of those controllers (hybrid hosts, like the machine hearth is developed on). In
+//! v1 an environment joins its `cpuset` cgroup only when confined to a CPU: other environments
+//! stay in the daemon's and pay no extra join.
 //! Layout, in each hierarchy used:
 //!
 //! ```text
@@ -63,6 +66,8 @@ pub enum Hierarchy {
         mount: PathBuf,
         /// Whether the cpu controller is available too.
         cpu: bool,
+        /// Whether the cpuset controller is available too.
+        cpuset: bool,
     },
     /// Per-controller v1 hierarchies.
     V1 {
@@ -72,6 +77,8 @@ pub enum Hierarchy {
         pids: PathBuf,
         /// `cpu` mount point, if any.
         cpu: Option<PathBuf>,
+        /// `cpuset` mount point, if any.
+        cpuset: Option<PathBuf>,
     },
 }
 
@@ -119,6 +126,7 @@ impl Hierarchy {
             if has("memory") && has("pids") {
                 return Ok(Self::V2 {
                     cpu: has("cpu"),
+                    cpuset: has("cpuset"),
                     mount,
                 });
             }
@@ -128,21 +136,57 @@ impl Hierarchy {
                 memory,
                 pids,
                 cpu: v1.remove("cpu"),
+                cpuset: v1.remove("cpuset"),
             }),
             _ => Err(CgroupError::NoControllers),
         }
     }
 
-    /// Mount points of the hierarchies in use (memory first).
+    /// Mount points of the hierarchies in use (memory first, cpuset last).
     fn mounts(&self) -> Vec<PathBuf> {
         match self {
             Self::V2 { mount, .. } => vec![mount.clone()],
-            Self::V1 { memory, pids, cpu } => {
-                [Some(memory.clone()), Some(pids.clone()), cpu.clone()]
-                    .into_iter()
-                    .flatten()
-                    .collect()
-            }
+            Self::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuset,
+            } => [
+                Some(memory.clone()),
+                Some(pids.clone()),
+                cpu.clone(),
+                cpuset.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
+
+    /// The same hierarchy without the cpuset controller.
+    pub fn without_cpuset(self) -> Self {
+        match self {
+            Self::V2 { mount, cpu, .. } => Self::V2 {
+                mount,
+                cpu,
+                cpuset: false,
+            },
+            Self::V1 {
+                memory, pids, cpu, ..
+            } => Self::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuset: None,
+            },
+        }
+    }
+
+    /// Whether environments can be confined to a CPU ([`Limits::cpu`]).
+    pub fn cpuset(&self) -> bool {
+        match self {
+            Self::V2 { cpuset, .. } => *cpuset,
+            Self::V1 { cpuset, .. } => cpuset.is_some(),
         }
     }
 }
@@ -156,6 +200,9 @@ pub struct Limits {
     pub pids: u64,
     /// CPU weight, 1–10000 (v2 scale; 100 is the default share).
     pub cpu_weight: u64,
+    /// The one CPU its processes may run on (a cpuset: a process cannot widen its affinity
+    /// past it), where the hierarchy has the controller ([`Hierarchy::cpuset`]); `None`: any.
+    pub cpu: Option<usize>,
 }
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
@@ -177,12 +224,47 @@ pub struct CgroupInstance {
 impl CgroupInstance {
     /// Creates this process's instance directories (enabling v2 controllers on the way) and
     /// removes instances left by daemons that are gone.
-    pub fn create(hierarchy: Hierarchy) -> Result<Self, CgroupError> {
+    pub fn create(mut hierarchy: Hierarchy) -> Result<Self, CgroupError> {
         let name = format!(
             "pid-{}-{}",
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
+        // The cpuset controller is optional: without it (or without the right to use it)
+        // environments are placed by affinity only.
+        match &mut hierarchy {
+            Hierarchy::V1 { cpuset, .. } => {
+                if let Some(mount) = cpuset.as_ref() {
+                    let base = mount.join("hearth");
+                    let ready = mkdir_if_missing(&base)
+                        .and_then(|()| inherit_cpuset(&base))
+                        .and_then(|()| mkdir_if_missing(&base.join(&name)))
+                        .and_then(|()| inherit_cpuset(&base.join(&name)));
+                    if let Err(e) = ready {
+                        tracing::warn!(error = %e, "cpuset cgroups unavailable: environments are placed by affinity only");
+                        *cpuset = None;
+                    }
+                }
+            }
+            Hierarchy::V2 { mount, cpuset, .. } => {
+                if *cpuset {
+                    let base = mount.join("hearth");
+                    let ready = mkdir_if_missing(&base)
+                        .and_then(|()| mkdir_if_missing(&base.join(&name)))
+                        .and_then(|()| {
+                            [mount.as_path(), &base, &base.join(&name)]
+                                .iter()
+                                .try_for_each(|d| {
+                                    write_file(&d.join("cgroup.subtree_control"), "+cpuset")
+                                })
+                        });
+                    if let Err(e) = ready {
+                        tracing::warn!(error = %e, "the cpuset controller is unavailable: environments are placed by affinity only");
+                        *cpuset = false;
+                    }
+                }
+            }
+        }
         let mut dirs = Vec::new();
         for mount in hierarchy.mounts() {
             let base = mount.join("hearth");
@@ -257,7 +339,25 @@ impl CgroupInstance {
         for dir in &dirs {
             fs::create_dir(dir).map_err(io_err("creating", dir))?;
         }
+        // v1: a cpuset cgroup takes tasks only once its CPUs and memory nodes are set; the
+        // nodes are the instance's, the CPU is written when one is asked for.
+        let cpuset_v1 = matches!(
+            self.hierarchy,
+            Hierarchy::V1 {
+                cpuset: Some(_),
+                ..
+            }
+        );
+        if cpuset_v1 {
+            if let (Some(dir), Some(parent)) = (dirs.last(), self.dirs.last()) {
+                let mems = parent.join("cpuset.mems");
+                let nodes = fs::read_to_string(&mems).map_err(io_err("reading", &mems))?;
+                write_file(&dir.join("cpuset.mems"), nodes.trim())?;
+            }
+        }
         let mut cgroup = EnvCgroup {
+            cpuset_v1,
+            cpu_written: None,
             dirs,
             v2: matches!(self.hierarchy, Hierarchy::V2 { .. }),
             dir_fd: None,
@@ -331,7 +431,13 @@ impl Drop for CgroupInstance {
 /// One environment's cgroup.
 #[derive(Debug)]
 pub struct EnvCgroup {
+    /// One directory per hierarchy ([`Hierarchy::mounts`]' order: cpuset last).
     dirs: Vec<PathBuf>,
+    /// v1 with a cpuset hierarchy: the last of `dirs` and `procs` is the cpuset cgroup, joined
+    /// only while a CPU is applied.
+    cpuset_v1: bool,
+    /// The CPU its `cpuset.cpus` holds (`None`: none written, or v2's parent's again).
+    cpu_written: Option<usize>,
     v2: bool,
     /// v2: the directory, for `CLONE_INTO_CGROUP`.
     dir_fd: Option<OwnedFd>,
@@ -354,6 +460,17 @@ impl EnvCgroup {
         }
         // Forget what was applied until every write succeeded.
         self.applied = None;
+        // The CPU, where it changed. v1: a cgroup without one is simply not joined.
+        if hierarchy.cpuset() && self.cpu_written != limits.cpu && (self.v2 || limits.cpu.is_some())
+        {
+            let cpus = self.dirs[self.dirs.len() - 1].join("cpuset.cpus");
+            match limits.cpu {
+                Some(cpu) => write_file(&cpus, &cpu.to_string())?,
+                // v2: empty means the parent's CPUs again.
+                None => write_file(&cpus, "\n")?,
+            }
+            self.cpu_written = limits.cpu;
+        }
         let weight = limits.cpu_weight.clamp(1, 10_000);
         match hierarchy {
             Hierarchy::V2 { cpu, .. } => {
@@ -405,7 +522,17 @@ impl EnvCgroup {
 
     /// v1: `cgroup.procs` fds the child writes "0" to, to join.
     pub fn procs_fds(&self) -> Vec<RawFd> {
-        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+        self.joined().iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// v1: the `cgroup.procs` of the hierarchies a process joins (the cpuset one only while a
+    /// CPU is applied).
+    fn joined(&self) -> &[OwnedFd] {
+        let confined = self.applied.is_some_and(|l| l.cpu.is_some());
+        match self.procs.split_last() {
+            Some((_, rest)) if self.cpuset_v1 && !confined => rest,
+            _ => &self.procs,
+        }
     }
 
     /// Moves process `pid` (as this process's pid namespace numbers it) into the cgroup, in
@@ -422,7 +549,7 @@ impl EnvCgroup {
         if self.v2 {
             return write_file(&self.dirs[0].join("cgroup.procs"), &value);
         }
-        for (fd, dir) in self.procs.iter().zip(&self.dirs) {
+        for (fd, dir) in self.joined().iter().zip(&self.dirs) {
             let path = dir.join("cgroup.procs");
             let mut file = fs::File::from(fd.try_clone().map_err(io_err("opening", &path))?);
             file.write_all(value.as_bytes())
@@ -577,6 +704,22 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
         .map_err(io_err("writing", path))
 }
 
+/// v1: gives cpuset cgroup `dir` its parent's CPUs and memory nodes where it has none (a new
+/// one has none, and takes no task until it has).
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let parent = dir.parent().unwrap_or(dir);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = dir.join(file);
+        let current = fs::read_to_string(&own).map_err(io_err("reading", &own))?;
+        if current.trim().is_empty() {
+            let from = parent.join(file);
+            let value = fs::read_to_string(&from).map_err(io_err("reading", &from))?;
+            write_file(&own, value.trim())?;
+        }
+    }
+    Ok(())
+}
+
 fn mkdir_if_missing(dir: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io_err("creating", dir)(e)),
@@ -648,6 +791,7 @@ mod tests {
                 memory: "/sys/fs/cgroup/memory".into(),
                 pids: "/sys/fs/cgroup/pids".into(),
                 cpu: Some("/sys/fs/cgroup/cpu,cpuacct".into()),
+                cpuset: None,
             }
         );
     }
@@ -663,7 +807,8 @@ mod tests {
             h,
             Hierarchy::V2 {
                 mount: "/sys/fs/cgroup".into(),
-                cpu: true
+                cpu: true,
+                cpuset: true,
             }
         );
         let h = Hierarchy::from_mountinfo(HYBRID, |_| Some("memory pids".into())).unwrap();

@@ -405,6 +405,7 @@ mod tests {
                 memory_bytes: 128 << 20,
                 pids: 1024,
                 cpu_weight: 100,
+                cpu: None,
             },
             tmp_bytes: 512 << 20,
             cpus: Some(&[1]),

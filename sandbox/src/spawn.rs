@@ -36,6 +36,10 @@ pub struct SandboxConfig {
     /// What to do when no cgroup can be created (only possible in rootless mode: as root a
     /// missing cgroup hierarchy is always an error).
     pub cgroups: CgroupPolicy,
+    /// Use the cpuset controller, where the hierarchy has it, to confine an environment to the
+    /// CPU its limits name ([`Limits::cpu`]; v1: one more cgroup directory per environment).
+    /// Off: [`Limits::cpu`] is ignored.
+    pub cpusets: bool,
 }
 
 /// Whether environments must get a cgroup.
@@ -68,6 +72,7 @@ impl Default for SandboxConfig {
             hostname: "hearth".into(),
             landlock: LandlockMode::Required,
             cgroups: CgroupPolicy::Required,
+            cpusets: false,
         }
     }
 }
@@ -322,7 +327,15 @@ impl Sandbox {
         } else {
             Some(crate::netns::create_empty().map_err(SandboxError::NetNs)?)
         };
-        let cgroups = Hierarchy::detect().and_then(CgroupInstance::create);
+        let cgroups = Hierarchy::detect()
+            .map(|h| {
+                if config.cpusets {
+                    h
+                } else {
+                    h.without_cpuset()
+                }
+            })
+            .and_then(CgroupInstance::create);
         let cgroups = match (cgroups, rootless, config.cgroups) {
             (Ok(c), _, _) => Some(c),
             (Err(e), true, CgroupPolicy::BestEffortWhenRootless) => {

@@ -41,9 +41,10 @@ pub enum EnvCpus {
     /// spinning), which makes sparse invocations faster (no cross-CPU wake-ups) and
     /// back-to-back invocations and cold starts slower (no spinning, no overlap of the shard's
     /// work with the child's); the kernel no longer spreads a busy shard's environments over
-    /// idle CPUs. This is placement, not a limit: a function may set its own affinity
-    /// (`sched_setaffinity` is allowed, as on Lambda), and what bounds one that does is its
-    /// cgroup's CPU weight. Needs pinned shards ([`EngineConfig::pin_shards`]; otherwise
+    /// idle CPUs. Where the cgroup hierarchy has the cpuset controller, each environment's
+    /// cgroup also confines it to that CPU, so a function cannot widen its own affinity
+    /// (`sched_setaffinity` is allowed, as on Lambda); without it this is placement only, with a
+    /// warning, and what bounds such a function is its cgroup's CPU weight. Needs pinned shards ([`EngineConfig::pin_shards`]; otherwise
     /// environments run on any CPU, with a warning); shards that outnumber the CPUs share them.
     SameAsShard,
     /// By load: an environment that serves while nothing else on its shard is in flight runs

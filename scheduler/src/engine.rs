@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use hearth_sandbox::{Sandbox, SandboxError};
+use hearth_sandbox::{Sandbox, SandboxConfig, SandboxError};
 
 use crate::admission::Account;
 use crate::config::{EngineConfig, FunctionConfig};
@@ -108,7 +108,11 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let mut services = services.into_iter();
         sys::raise_nofile_limit();
-        let sandbox = Sandbox::new(config.sandbox.clone())?;
+        let sandbox = Sandbox::new(SandboxConfig {
+            // Confining environments to their shard's CPU takes cpuset cgroups.
+            cpusets: config.env_cpus == crate::EnvCpus::SameAsShard,
+            ..config.sandbox.clone()
+        })?;
         let runtime_dir = match &config.runtime_dir {
             Some(dir) => Ok(dir.clone()),
             None => crate::runtime_dir::find_init().and_then(|init| {

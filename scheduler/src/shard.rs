@@ -389,13 +389,14 @@ fn output_fd<'a>(
     }
 }
 
-/// An environment's cgroup limits.
-fn env_limits(config: &crate::FunctionConfig) -> Limits {
+/// An environment's cgroup limits; `cpu`: the one CPU it is confined to.
+fn env_limits(config: &crate::FunctionConfig, cpu: Option<usize>) -> Limits {
     Limits {
         memory_bytes: u64::from(config.memory_mb) << 20,
         pids: PIDS_PER_ENV,
         // CPU share proportional to memory, as Lambda allots it (1769 MB = 1 vCPU).
         cpu_weight: (u64::from(config.memory_mb) * 100 / 1769).clamp(1, 10_000),
+        cpu,
     }
 }
 
@@ -802,6 +803,13 @@ impl Shard {
         ))
     }
 
+    /// Partitioned: the shard's CPU, to which its environments' cgroups confine them where the
+    /// hierarchy has the cpuset controller (a function cannot then widen its own affinity).
+    fn confined_cpu(&self) -> Option<usize> {
+        let local = self.local_cpus.as_deref()?;
+        (self.partitioned && local.len() == 1).then(|| local[0])
+    }
+
     /// Whether invocations overlapped on this shard in the last [`CONCURRENCY_MEMORY`].
     fn concurrent_lately(&self, now: Instant) -> bool {
         self.last_concurrent
@@ -908,7 +916,7 @@ impl Shard {
                 channel: channel.guest_fd(),
                 stdout: output,
                 stderr: output,
-                limits: env_limits(config),
+                limits: env_limits(config, self.confined_cpu()),
                 tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
             };
             match self.zygotes.fork(&self.shared.sandbox, function, &child) {
@@ -951,7 +959,7 @@ impl Shard {
                         channel: channel.guest_fd(),
                         stdout: output,
                         stderr: output,
-                        limits: env_limits(config),
+                        limits: env_limits(config, self.confined_cpu()),
                         tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
                         cpus: if local {
                             self.local_cpus.as_deref()
@@ -1079,7 +1087,7 @@ impl Shard {
                     channel: placeholder,
                     stdout: output,
                     stderr: output,
-                    limits: env_limits(config),
+                    limits: env_limits(config, self.confined_cpu()),
                     tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
                     cpus: self.env_cpus.as_deref().or(self.local_cpus.as_deref()),
                 },

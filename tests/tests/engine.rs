@@ -971,3 +971,57 @@ fn same_as_shard_keeps_every_process_of_a_function_on_its_shards_cpu() {
         "processes allowed other CPUs than shard 1's {shard_cpu:?}: {elsewhere:?}"
     );
 }
+
+/// With the cpuset controller (v1 here, v2 elsewhere), `EnvCpus::SameAsShard` is a limit, not
+/// only placement: a function that asks for every CPU (cold, and forked from its zygote) still
+/// gets only its shard's.
+#[test]
+fn same_as_shard_confines_a_function_that_widens_its_own_affinity() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "confinement is only observable with two CPUs (this machine has {cpus})"
+    );
+    let f = fixture_with(|c| {
+        c.shards = 2;
+        c.env_cpus = EnvCpus::SameAsShard;
+        c.adaptive_pool = 0;
+    });
+    f.function("widen", "widen", |_| {});
+    let (shard_cpu, answers) = f
+        .engine
+        .on_shard(1, |shard| {
+            let shard_cpu = affinity(0);
+            let function = shard.function("widen").unwrap();
+            let mut answers = Vec::new();
+            let mut out = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while answers.last().is_none_or(|(s, _)| *s != Start::Zygote)
+                && Instant::now() < deadline
+            {
+                shard.housekeeping();
+                let outcome = shard.invoke_into(&function, b"{}", &mut out).unwrap();
+                assert_eq!(outcome.error, None, "{}", String::from_utf8_lossy(&out));
+                answers.push((outcome.start, String::from_utf8_lossy(&out).into_owned()));
+                shard.retire_idle(&function);
+            }
+            (shard_cpu, answers)
+        })
+        .unwrap();
+    let starts: Vec<Start> = answers.iter().map(|(s, _)| *s).collect();
+    assert!(
+        starts.first() == Some(&Start::Cold) && starts.last() == Some(&Start::Zygote),
+        "started from nothing, then forked: {starts:?}"
+    );
+    let own = shard_cpu
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for (start, cpus) in &answers {
+        assert_eq!(
+            cpus, &own,
+            "a {start:?} environment widened its affinity to {cpus} (shard 1: {own})"
+        );
+    }
+}

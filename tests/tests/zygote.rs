@@ -37,6 +37,7 @@ fn limits() -> Limits {
         memory_bytes: 128 << 20,
         pids: 64,
         cpu_weight: 100,
+        cpu: None,
     }
 }
 

@@ -5,8 +5,10 @@
 //! |-----------|---------------------|-----------------------------------------------------------|
 //! | `echo`    | any bytes           | answers with the event                                    |
 //! | `clock`   | ignored             | answers the CLOCK_MONOTONIC time it ran at (decimal ns)   |
+//! | `widen`   | ignored             | asks for every CPU, answers those it may run on (`0,1`)   |
 //! | `sleep`   | milliseconds        | sleeps, answers `slept N`                                 |
 //! | `spin`    | milliseconds        | burns CPU, answers `spun N`                               |
+//! | `widespin`| milliseconds        | asks for every CPU, spins on one thread per online CPU    |
 //! | `hang`    | ignored             | never answers                                             |
 //! | `crash`   | ignored             | dereferences a null pointer (SIGSEGV)                     |
 //! | `exit`    | exit code           | exits with that code                                      |
@@ -32,6 +34,32 @@ use std::time::{Duration, Instant};
 use hearth_ipc::layout::{Control, ARENA_LEN, SLOTS, TOTAL_LEN};
 use hearth_ipc::{GuestChannel, ResponseStatus, CHANNEL_FD_ENV};
 use hearth_runtime::{serve, FnError};
+
+/// Burns CPU for `how_long`.
+fn spin(how_long: Duration) {
+    let end = Instant::now() + how_long;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// Asks for every CPU, then says which ones it may run on ("0,1").
+fn widen() -> Result<String, FnError> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let me = nix::unistd::Pid::from_raw(0);
+    let err = |e: nix::Error| FnError::new("AffinityError", e.to_string());
+    let mut all = CpuSet::new();
+    for cpu in 0..CpuSet::count() {
+        all.set(cpu).map_err(err)?;
+    }
+    sched_setaffinity(me, &all).map_err(err)?;
+    let got = sched_getaffinity(me).map_err(err)?;
+    let cpus: Vec<String> = (0..CpuSet::count())
+        .filter(|&c| got.is_set(c).unwrap_or(false))
+        .map(|c| c.to_string())
+        .collect();
+    Ok(cpus.join(","))
+}
 
 fn number(event: &[u8]) -> Result<u64, FnError> {
     std::str::from_utf8(event)
@@ -77,6 +105,7 @@ fn main() {
                 .map_err(|e| FnError::new("ClockError", e.to_string()))?;
             Ok(Duration::from(now).as_nanos().to_string().into_bytes())
         }
+        "widen" => Ok(widen()?.into_bytes()),
         "sleep" => {
             let ms = number(event)?;
             std::thread::sleep(Duration::from_millis(ms));
@@ -84,11 +113,24 @@ fn main() {
         }
         "spin" => {
             let ms = number(event)?;
-            let end = Instant::now() + Duration::from_millis(ms);
-            while Instant::now() < end {
-                std::hint::spin_loop();
-            }
+            spin(Duration::from_millis(ms));
             Ok(format!("spun {ms}").into_bytes())
+        }
+        "widespin" => {
+            // A hostile neighbour: every CPU asked for, one spinning thread per online CPU.
+            let ms = number(event)?;
+            widen()?;
+            let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+                .ok()
+                .flatten()
+                .unwrap_or(1);
+            std::thread::scope(|s| {
+                for _ in 1..online {
+                    s.spawn(|| spin(Duration::from_millis(ms)));
+                }
+                spin(Duration::from_millis(ms));
+            });
+            Ok(format!("spun {ms} on {online} threads").into_bytes())
         }
         "hang" => loop {
             std::thread::sleep(Duration::from_secs(3600));

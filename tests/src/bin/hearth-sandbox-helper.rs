@@ -86,6 +86,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             memory_bytes: 128 << 20,
             pids: 64,
             cpu_weight: 100,
+            cpu: None,
         },
         tmp_bytes: 16 << 20,
         cpus: None,
@@ -132,6 +133,7 @@ fn spawn_live(
             memory_bytes: 128 << 20,
             pids: 1024,
             cpu_weight: 100,
+            cpu: None,
         },
         tmp_bytes: 16 << 20,
         cpus: None,
@@ -359,6 +361,7 @@ fn invoke(state: &str, code: &str, rest: Vec<String>) -> Result<(), Box<dyn std:
             // The scheduler's limit per environment.
             pids: 1024,
             cpu_weight: 100,
+            cpu: None,
         },
         // The scheduler's default ephemeral storage.
         tmp_bytes: 512 << 20,
