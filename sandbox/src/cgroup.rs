@@ -14,7 +14,8 @@
 //! An instance directory whose daemon is gone (a crash) is emptied and removed when the next
 //! instance starts, so a crash leaves nothing behind for long.
 //!
-//! Creating a cgroup costs 0.2–0.5 ms on the development machine (three v1 `mkdir`s), and
+//! Creating a cgroup costs 0.2–0.5 ms on the development machine (three v1 `mkdir`s; four and
+//! a `cpuset.mems` write with cpusets), and
 //! removing one starts memory-cgroup offlining work that stalls concurrent cgroup joins for up to
 //! 12 ms (measured: cgroup v1, join p99 with `rmdir` churn 12.5 ms, without 0.1 ms). So
 //! [`CgroupInstance`] keeps empty cgroups ready ([`CgroupInstance::prepare`]) and takes back the
@@ -236,12 +237,14 @@ impl CgroupInstance {
             Hierarchy::V1 { cpuset, .. } => {
                 if let Some(mount) = cpuset.as_ref() {
                     let base = mount.join("hearth");
+                    let dir = base.join(&name);
                     let ready = mkdir_if_missing(&base)
                         .and_then(|()| inherit_cpuset(&base))
-                        .and_then(|()| mkdir_if_missing(&base.join(&name)))
-                        .and_then(|()| inherit_cpuset(&base.join(&name)));
+                        .and_then(|()| mkdir_if_missing(&dir))
+                        .and_then(|()| inherit_cpuset(&dir));
                     if let Err(e) = ready {
                         tracing::warn!(error = %e, "cpuset cgroups unavailable: environments are placed by affinity only");
+                        let _ = fs::remove_dir(&dir);
                         *cpuset = None;
                     }
                 }
@@ -249,14 +252,13 @@ impl CgroupInstance {
             Hierarchy::V2 { mount, cpuset, .. } => {
                 if *cpuset {
                     let base = mount.join("hearth");
+                    let dir = base.join(&name);
                     let ready = mkdir_if_missing(&base)
-                        .and_then(|()| mkdir_if_missing(&base.join(&name)))
+                        .and_then(|()| mkdir_if_missing(&dir))
                         .and_then(|()| {
-                            [mount.as_path(), &base, &base.join(&name)]
-                                .iter()
-                                .try_for_each(|d| {
-                                    write_file(&d.join("cgroup.subtree_control"), "+cpuset")
-                                })
+                            [mount.as_path(), &base, &dir].iter().try_for_each(|d| {
+                                write_file(&d.join("cgroup.subtree_control"), "+cpuset")
+                            })
                         });
                     if let Err(e) = ready {
                         tracing::warn!(error = %e, "the cpuset controller is unavailable: environments are placed by affinity only");
@@ -704,16 +706,17 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
         .map_err(io_err("writing", path))
 }
 
-/// v1: gives cpuset cgroup `dir` its parent's CPUs and memory nodes where it has none (a new
-/// one has none, and takes no task until it has).
+/// v1: gives cpuset cgroup `dir` its parent's CPUs and memory nodes (a new one has none and
+/// takes no task until it has; one kept from an earlier daemon may lack a CPU brought online
+/// since, as v1 never adds one back). Only ever widens: the parent holds at least its children's.
 fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
     let parent = dir.parent().unwrap_or(dir);
     for file in ["cpuset.cpus", "cpuset.mems"] {
+        let from = parent.join(file);
+        let value = fs::read_to_string(&from).map_err(io_err("reading", &from))?;
         let own = dir.join(file);
         let current = fs::read_to_string(&own).map_err(io_err("reading", &own))?;
-        if current.trim().is_empty() {
-            let from = parent.join(file);
-            let value = fs::read_to_string(&from).map_err(io_err("reading", &from))?;
+        if current.trim() != value.trim() {
             write_file(&own, value.trim())?;
         }
     }
@@ -779,6 +782,7 @@ mod tests {
 38 35 0:33 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
 39 35 0:34 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
 40 35 0:35 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+41 35 0:36 / /sys/fs/cgroup/cpuset rw,nosuid - cgroup cgroup rw,cpuset
 ";
     const PURE_V2: &str = "36 35 0:31 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
 
@@ -791,9 +795,27 @@ mod tests {
                 memory: "/sys/fs/cgroup/memory".into(),
                 pids: "/sys/fs/cgroup/pids".into(),
                 cpu: Some("/sys/fs/cgroup/cpu,cpuacct".into()),
-                cpuset: None,
+                cpuset: Some("/sys/fs/cgroup/cpuset".into()),
             }
         );
+        assert!(h.cpuset());
+        assert!(!h.without_cpuset().cpuset());
+    }
+
+    #[test]
+    fn the_cpuset_hierarchy_comes_last_with_or_without_cpu() {
+        let v1 = |cpu: Option<&str>, cpuset: Option<&str>| Hierarchy::V1 {
+            memory: "/m".into(),
+            pids: "/p".into(),
+            cpu: cpu.map(PathBuf::from),
+            cpuset: cpuset.map(PathBuf::from),
+        };
+        let paths = |h: Hierarchy| -> Vec<String> {
+            h.mounts().iter().map(|p| p.display().to_string()).collect()
+        };
+        assert_eq!(paths(v1(Some("/c"), Some("/s"))), ["/m", "/p", "/c", "/s"]);
+        assert_eq!(paths(v1(None, Some("/s"))), ["/m", "/p", "/s"]);
+        assert_eq!(paths(v1(Some("/c"), None)), ["/m", "/p", "/c"]);
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Engine {
         sys::raise_nofile_limit();
         let sandbox = Sandbox::new(SandboxConfig {
             // Confining environments to their shard's CPU takes cpuset cgroups.
-            cpusets: config.env_cpus == crate::EnvCpus::SameAsShard,
+            cpusets: config.env_cpus == crate::EnvCpus::SameAsShard && config.pin_shards,
             ..config.sandbox.clone()
         })?;
         let runtime_dir = match &config.runtime_dir {

@@ -442,10 +442,14 @@ impl Shard {
             _ => (Some(all_cpus.to_vec()), None),
         };
         let partitioned = env_cpus.is_none();
-        if shared.config.env_cpus == EnvCpus::SameAsShard && !partitioned && index == 0 {
-            tracing::warn!(
-                "env_cpus same_as_shard needs pinned shards; environments run on any CPU"
-            );
+        if shared.config.env_cpus == EnvCpus::SameAsShard && index == 0 {
+            if !partitioned {
+                tracing::warn!(
+                    "env_cpus same_as_shard needs pinned shards; environments run on any CPU"
+                );
+            } else if !shared.sandbox.hierarchy().is_some_and(|h| h.cpuset()) {
+                tracing::warn!("env_cpus same_as_shard without the cpuset controller: environments are placed by affinity only, which a function can widen");
+            }
         }
         let mut shard = Self {
             local_cpus,
