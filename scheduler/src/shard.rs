@@ -810,8 +810,10 @@ impl Shard {
     /// Partitioned: the shard's CPU, to which its environments' cgroups confine them where the
     /// hierarchy has the cpuset controller (a function cannot then widen its own affinity).
     fn confined_cpu(&self) -> Option<usize> {
-        let local = self.local_cpus.as_deref()?;
-        (self.partitioned && local.len() == 1).then(|| local[0])
+        if !self.partitioned {
+            return None;
+        }
+        self.local_cpus.as_deref()?.first().copied()
     }
 
     /// Whether invocations overlapped on this shard in the last [`CONCURRENCY_MEMORY`].
@@ -939,7 +941,8 @@ impl Shard {
                 self.stats.zygote_prepared += u64::from(prepared);
                 let zygote = self.zygotes.zygote_id(function.id()).unwrap_or(0);
                 let pid = (function.id(), zygote, pid);
-                if local {
+                // Partitioned, the zygote already runs on the shard's CPU and its child with it.
+                if local && !self.partitioned {
                     if let Some(cpus) = &self.local_cpus {
                         let _ = crate::sys::set_affinity(process.pid(), cpus);
                     }

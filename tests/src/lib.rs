@@ -128,6 +128,16 @@ pub fn attack_code_dir() -> &'static Path {
     .path()
 }
 
+/// Fails the test unless this machine has two CPUs or more: where environments run (`what`)
+/// cannot be told apart on one.
+pub fn require_two_cpus(what: &str) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "{what} is only observable with two CPUs (this machine has {cpus})"
+    );
+}
+
 /// The CPUs process or thread `id` may run on (`Cpus_allowed_list` in its `/proc` status);
 /// `None` once it is gone.
 pub fn allowed_cpus(id: i32) -> Option<Vec<usize>> {

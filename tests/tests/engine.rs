@@ -783,12 +783,8 @@ fn affinity(id: i32) -> Vec<usize> {
 
 #[test]
 fn overlapping_invocations_start_on_the_shards_cpu_and_cpu_bound_ones_move_off_it() {
+    hearth_tests::require_two_cpus("adaptive placement");
     let f = fixture();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(
-        cpus >= 2,
-        "adaptive placement needs two CPUs (this machine has {cpus})"
-    );
     f.function("spin", "spin", |c| c.timeout = Duration::from_secs(10));
     let report = f
         .engine
@@ -892,6 +888,27 @@ fn a_shard_waiting_on_a_slow_invocation_sleeps_even_when_the_next_job_arrives() 
 /// A process and the CPUs it may run on.
 type Placed = (i32, Vec<usize>);
 
+/// Two shards whose environments stay on their shard's CPU, without the adaptive pool (every
+/// start is then a cold or a zygote one).
+fn same_as_shard_fixture() -> Fixture {
+    fixture_with(|c| {
+        c.shards = 2;
+        c.env_cpus = EnvCpus::SameAsShard;
+        c.adaptive_pool = 0;
+    })
+}
+
+/// Shard 1 is pinned to one CPU, and `starts` went from nothing to a zygote fork (see
+/// [`done_starting`]).
+fn assert_pinned_and_started(shard_cpu: &[usize], starts: impl Iterator<Item = Start>) {
+    assert_eq!(shard_cpu.len(), 1, "shard 1 is pinned to one CPU");
+    let starts: Vec<Start> = starts.collect();
+    assert!(
+        done_starting(starts.iter().copied()),
+        "started from nothing, then forked: {starts:?}"
+    );
+}
+
 /// Whether `starts` began from nothing and reached a zygote fork, or (in a chroot, where the
 /// kernel creates no user namespace and so there are no zygotes) made two starts from nothing.
 fn done_starting(starts: impl Iterator<Item = Start>) -> bool {
@@ -910,17 +927,8 @@ fn done_starting(starts: impl Iterator<Item = Start>) -> bool {
 /// moves one off it.
 #[test]
 fn same_as_shard_keeps_every_process_of_a_function_on_its_shards_cpu() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(
-        cpus >= 2,
-        "placement is only observable with two CPUs (this machine has {cpus})"
-    );
-    let f = fixture_with(|c| {
-        c.shards = 2;
-        c.env_cpus = EnvCpus::SameAsShard;
-        // Every start is then a cold or a zygote one.
-        c.adaptive_pool = 0;
-    });
+    hearth_tests::require_two_cpus("placement");
+    let f = same_as_shard_fixture();
     f.function("pinned", "spin", |c| c.timeout = Duration::from_secs(10));
     let (shard_cpu, runs) = f
         .engine
@@ -960,12 +968,7 @@ fn same_as_shard_keeps_every_process_of_a_function_on_its_shards_cpu() {
             (shard_cpu, runs)
         })
         .unwrap();
-    assert_eq!(shard_cpu.len(), 1, "shard 1 is pinned to one CPU");
-    assert!(
-        done_starting(runs.iter().map(|(s, _)| *s)),
-        "started from nothing, then forked: {:?}",
-        runs.iter().map(|(s, _)| *s).collect::<Vec<_>>()
-    );
+    assert_pinned_and_started(&shard_cpu, runs.iter().map(|(s, _)| *s));
     if !hearth_sandbox::chrooted() {
         // The forked invocation's samples hold the zygote, its helper and the child.
         let (_, forked) = runs.last().unwrap();
@@ -991,16 +994,8 @@ fn same_as_shard_keeps_every_process_of_a_function_on_its_shards_cpu() {
 /// a chroot) still gets only its shard's, and each environment is in its own cpuset cgroup.
 #[test]
 fn same_as_shard_confines_a_function_that_widens_its_own_affinity() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(
-        cpus >= 2,
-        "confinement is only observable with two CPUs (this machine has {cpus})"
-    );
-    let f = fixture_with(|c| {
-        c.shards = 2;
-        c.env_cpus = EnvCpus::SameAsShard;
-        c.adaptive_pool = 0;
-    });
+    hearth_tests::require_two_cpus("confinement");
+    let f = same_as_shard_fixture();
     f.function("widen", "widen", |_| {});
     let (shard_cpu, answers) = f
         .engine
@@ -1043,12 +1038,7 @@ fn same_as_shard_confines_a_function_that_widens_its_own_affinity() {
             (shard_cpu, answers)
         })
         .unwrap();
-    assert_eq!(shard_cpu.len(), 1, "shard 1 is pinned to one CPU");
-    assert!(
-        done_starting(answers.iter().map(|(s, _)| *s)),
-        "started from nothing, then forked: {:?}",
-        answers.iter().map(|(s, _)| *s).collect::<Vec<_>>()
-    );
+    assert_pinned_and_started(&shard_cpu, answers.iter().map(|(s, _)| *s));
     let own = shard_cpu
         .iter()
         .map(ToString::to_string)

@@ -1824,11 +1824,7 @@ fn bad_requests_start_no_environment_and_leave_the_daemon_serving() {
 
 #[test]
 fn env_cpus_same_as_shard_in_the_config_keeps_environments_on_the_shards_cpu() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(
-        cpus >= 2,
-        "placement is only observable with two CPUs (this machine has {cpus})"
-    );
+    hearth_tests::require_two_cpus("placement");
     let daemon = Daemon::start(&Options {
         config: json!({"shards": 1, "env_cpus": "same_as_shard"}),
         ..Options::default()
