@@ -15,8 +15,9 @@ existing Lambda Python code runs unchanged:
   every POST so the output is in the log before the invoker sees the result.
 
 As a **zygote** (hearth passes a socket instead of a channel at ``HEARTH_CHANNEL_FD``), it
-imports the handler once, then forks a new environment with ``os.fork`` each time hearth asks,
-through ``libhearth_runtime.so`` (ctypes; see runtimes/src/ffi.rs); each child reads its
+imports the handler once, then forks a new environment each time hearth asks, in
+``libhearth_runtime.so``'s loop (ctypes; see runtimes/src/ffi.rs), which calls the interpreter's
+own fork hooks as ``os.fork`` does; each child reads its
 invocations from hearth's shared-memory channel and answers there, with the same handler
 semantics (no HTTP). A failed import ends the zygote: hearth then starts environments from
 nothing, which report the error as above.
@@ -295,7 +296,6 @@ def zygote_library():
     except (ValueError, OSError):
         return None
     lib = ctypes.CDLL(os.path.join(os.environ.get("LAMBDA_RUNTIME_DIR", "/var/runtime"), "libhearth_runtime.so"))
-    lib.hearth_zygote_child.restype = ctypes.c_void_p
     lib.hearth_channel_next.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     lib.hearth_channel_respond.argtypes = [
         ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64,
@@ -304,7 +304,14 @@ def zygote_library():
 
 
 def become_environment(lib, fd):
-    """The zygote loop: returns only in a forked child, with its channel."""
+    """The zygote: returns only in a forked child, with its channel.
+
+    The loop runs in the library (hearth_zygote_serve), called through ``PyDLL`` so that it
+    holds the interpreter lock, which the interpreter's fork hooks need: ``PyOS_BeforeFork``,
+    ``PyOS_AfterFork_Parent`` and ``PyOS_AfterFork_Child`` run around each fork as ``os.fork``
+    runs them (fork handlers registered with ``os.register_at_fork`` included). No Python code
+    runs in the zygote between a fork and hearth's answer: every page it wrote then would be
+    copied first, while the child waits for the CPU it shares with the zygote."""
     warm_up()
     # Everything Init created moves to the collector's permanent generation: collections in
     # the children then never touch (and so never copy) the zygote's pages.
@@ -314,24 +321,21 @@ def become_environment(lib, fd):
     if rc != 0:
         write_stderr("hearth python runtime: cannot be a zygote: errno {}\n".format(-rc))
         sys.exit(70)
-    while True:
-        rc = lib.hearth_zygote_next()
-        if rc == 1:
-            sys.exit(0)
-        if rc != 0:
-            write_stderr("hearth python runtime: zygote: errno {}\n".format(-rc))
-            sys.exit(70)
-        try:
-            pid = os.fork()
-        except OSError as e:
-            rc = lib.hearth_zygote_fork_failed(e.errno or 5)
-        else:
-            if pid == 0:
-                return ChannelClient(lib, lib.hearth_zygote_child())
-            rc = lib.hearth_zygote_forked(pid)
-        if rc != 0:
-            write_stderr("hearth python runtime: zygote: errno {}\n".format(-rc))
-            sys.exit(70)
+    serve = ctypes.PyDLL(lib._name).hearth_zygote_serve
+    hook = ctypes.CFUNCTYPE(None)
+    serve.argtypes = [hook, hook, hook, ctypes.POINTER(ctypes.c_void_p)]
+    hooks = [
+        ctypes.cast(getattr(ctypes.pythonapi, name), hook)
+        for name in ("PyOS_BeforeFork", "PyOS_AfterFork_Parent", "PyOS_AfterFork_Child")
+    ]
+    channel = ctypes.c_void_p()
+    rc = serve(*hooks, ctypes.byref(channel))
+    if rc == 0:
+        return ChannelClient(lib, channel.value)
+    if rc == 1:
+        sys.exit(0)
+    write_stderr("hearth python runtime: zygote: errno {}\n".format(-rc))
+    sys.exit(70)
 
 
 class Unbuffered:

@@ -2,21 +2,26 @@
 //! bootstrap loads `libhearth_runtime.so` with `ctypes` to become a zygote and, in each child
 //! it forks, to read invocations from the channel and answer them (no HTTP, no hearth-init).
 //!
-//! A zygote's loop, in the runtime's language:
+//! A zygote, in the runtime's language:
 //!
 //! ```text
 //! hearth_zygote_start(3)                    # fd 3 is the control socket
-//! loop:
-//!     r = hearth_zygote_next()              # 0: fork now; 1: retired (exit 0); < 0: -errno
-//!     pid = fork()                          # the language's own fork (its fork handlers run)
-//!     if pid == 0: ch = hearth_zygote_child(); serve ch with hearth_channel_next/_respond
-//!     elif pid > 0: hearth_zygote_forked(pid)
-//!     else: hearth_zygote_fork_failed(errno)
+//! r = hearth_zygote_serve(before, parent, child, &ch)
+//!     # returns 0 only in a forked child: serve ch with hearth_channel_next/_respond;
+//!     # in the zygote, 1 once hearth retired it (exit 0), or -errno
 //! ```
 //!
+//! The zygote's loop runs in `hearth_zygote_serve`, which forks through libc and calls the
+//! runtime's own fork hooks around it (Python: `PyOS_BeforeFork`, `PyOS_AfterFork_Parent`,
+//! `PyOS_AfterFork_Child`, what `os.fork` calls; a runtime whose hooks need its interpreter lock
+//! calls it holding that lock, as ctypes' `PyDLL` does). The zygote so runs none of the
+//! runtime's code between a fork and hearth's answer: after a fork, every page the zygote
+//! writes is copied first (the child shares them), and the child, which runs on the zygote's
+//! CPU, waits for it.
+//!
 //! Functions return 0 or a negative errno (`-EPROTO` for a channel protocol error). Every
-//! pointer argument must be valid as documented; the zygote functions must be called from the
-//! thread that called `hearth_zygote_start`, in the order above.
+//! pointer argument must be valid as documented; `hearth_zygote_serve` must be called from the
+//! thread that called `hearth_zygote_start`.
 #![allow(unsafe_code)]
 
 use std::ffi::c_int;
@@ -26,9 +31,9 @@ use std::sync::Mutex;
 use hearth_ipc::{GuestChannel, ResponseStatus};
 use nix::libc;
 
-use crate::zygote::{Zygote, ZygoteError};
+use crate::zygote::{ForkHooks, Served, Zygote, ZygoteError};
 
-/// The zygote of this process, between `hearth_zygote_start` and the fork of a child.
+/// The zygote of this process, between `hearth_zygote_start` and `hearth_zygote_serve`.
 static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
 
 fn errno_of(e: &ZygoteError) -> c_int {
@@ -36,19 +41,6 @@ fn errno_of(e: &ZygoteError) -> c_int {
         ZygoteError::Closed => 1,
         ZygoteError::Setup(e) | ZygoteError::Control(e) => -e.raw_os_error().unwrap_or(libc::EIO),
         ZygoteError::Channel(_) => -libc::EPROTO,
-    }
-}
-
-fn with_zygote(f: impl FnOnce(&mut Zygote) -> Result<(), ZygoteError>) -> c_int {
-    let mut guard = ZYGOTE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match guard.as_mut() {
-        None => -libc::EBADF,
-        Some(zygote) => match f(zygote) {
-            Ok(()) => 0,
-            Err(e) => errno_of(&e),
-        },
     }
 }
 
@@ -71,48 +63,48 @@ pub extern "C" fn hearth_zygote_start(fd: c_int) -> c_int {
     }
 }
 
-/// Waits for the next fork request; then the caller's next child is created in a new pid
-/// namespace. 0: fork now; 1: hearth retired the zygote (exit); < 0: `-errno`.
-#[no_mangle]
-pub extern "C" fn hearth_zygote_next() -> c_int {
-    with_zygote(|z| {
-        z.next_request()?;
-        z.prepare_fork()
-    })
-}
+/// A fork hook of the runtime (`None`: a null pointer).
+pub type ForkHook = Option<unsafe extern "C" fn()>;
 
-/// In the zygote, after forking child `pid`.
+/// Runs the zygote's loop (see the module docs). In a forked child: sets it up (its
+/// namespaces, cgroup, mounts, capabilities, landlock, seccomp), stores its channel at
+/// `channel` and returns 0; on a failed step the child reports it to hearth and exits with
+/// status 127, so this never returns to a child that would go on unconfined. In the zygote:
+/// returns 1 once hearth retired it, or a negative errno.
+///
+/// # Safety
+///
+/// Each hook is null or a function that may be called at that point of a fork on this thread;
+/// `channel` points to a writable pointer.
 #[no_mangle]
-pub extern "C" fn hearth_zygote_forked(pid: c_int) -> c_int {
-    with_zygote(|z| z.forked(pid))
-}
-
-/// In the zygote, after the fork failed with `errno`.
-#[no_mangle]
-pub extern "C" fn hearth_zygote_fork_failed(errno: c_int) -> c_int {
-    with_zygote(|z| z.fork_failed(errno))
-}
-
-/// In the forked child: sets it up (its namespaces, cgroup, mounts, capabilities, landlock,
-/// seccomp) and returns its channel. On a failed step the child reports it to hearth and
-/// exits with status 127: this never returns null to code that would go on.
-#[no_mangle]
-pub extern "C" fn hearth_zygote_child() -> *mut GuestChannel {
+pub unsafe extern "C" fn hearth_zygote_serve(
+    before: ForkHook,
+    parent: ForkHook,
+    child: ForkHook,
+    channel: *mut *mut GuestChannel,
+) -> c_int {
     let zygote = ZYGOTE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    let channel = zygote.map(|mut z| {
-        let channel = z.in_child();
-        drop(z);
-        channel
-    });
-    match channel {
-        Some(Ok(channel)) => Box::into_raw(Box::new(channel)),
-        _ => {
-            // SAFETY: _exit without running any of the zygote's handlers.
-            unsafe { libc::_exit(127) }
+    let Some(zygote) = zygote else {
+        return -libc::EBADF;
+    };
+    let hooks = ForkHooks {
+        before,
+        parent,
+        child,
+    };
+    match zygote.serve(&hooks) {
+        Served::Child(Ok(served)) => {
+            // SAFETY: the caller passes a writable pointer.
+            unsafe { *channel = Box::into_raw(Box::new(served)) };
+            0
         }
+        // SAFETY: _exit ends a child whose channel could not be attached without running any
+        // of the zygote's handlers.
+        Served::Child(Err(_)) => unsafe { libc::_exit(127) },
+        Served::Ended(e) => errno_of(&e),
     }
 }
 

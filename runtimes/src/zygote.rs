@@ -101,32 +101,49 @@ pub(crate) fn is_socket(fd: RawFd) -> bool {
     }
 }
 
-/// Runs the zygote loop on control socket `control`, forking each child with a raw `clone`.
-/// Returns only in a forked child, with its channel (or with an error in the zygote, which
-/// then exits).
+/// Runs the zygote loop on control socket `control` (see [`Zygote::serve`]). Returns only in a
+/// forked child, with its channel (or with an error in the zygote, which then exits).
 pub(crate) fn serve(control: OwnedFd) -> Result<GuestChannel, ZygoteError> {
-    let mut zygote = Zygote::start(control)?;
-    loop {
-        zygote.next_request()?;
-        zygote.prepare_fork()?;
-        // SAFETY: the process is single-threaded (checked by Zygote::start), so the child is a
-        // consistent copy; glibc's fork runs the registered atfork handlers.
-        match unsafe { libc::fork() } {
-            0 => return zygote.in_child(),
-            pid if pid > 0 => zygote.forked(pid)?,
-            _ => {
-                let errno = io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO);
-                zygote.fork_failed(errno)?;
-            }
-        }
+    match Zygote::start(control)?.serve(&ForkHooks::default()) {
+        Served::Child(channel) => channel,
+        Served::Ended(e) => Err(e),
     }
 }
 
-/// A zygote between requests: [`Zygote::next_request`], [`Zygote::prepare_fork`], a fork (libc's,
-/// or the language's own, such as Python's `os.fork`, see `crate::ffi`), then
-/// [`Zygote::forked`] in the zygote and [`Zygote::in_child`] in the child.
+/// How [`Zygote::serve`] returned.
+// Returned once per process (boxing the channel would buy nothing).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Served {
+    /// In a forked child, set up: its channel (an error only if it could not be attached).
+    Child(Result<GuestChannel, ZygoteError>),
+    /// In the zygote: why it ends ([`ZygoteError::Closed`] once hearth retired it).
+    Ended(ZygoteError),
+}
+
+/// What a runtime needs called around each fork, besides libc's own atfork handlers (each may be
+/// absent): Python's `PyOS_BeforeFork`, `PyOS_AfterFork_Parent` and `PyOS_AfterFork_Child`,
+/// which its `os.fork` calls.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ForkHooks {
+    /// Before the fork, in the zygote.
+    pub before: Option<unsafe extern "C" fn()>,
+    /// After it, in the zygote (also when it failed), once hearth has its answer.
+    pub parent: Option<unsafe extern "C" fn()>,
+    /// After it, in the child, before the child's setup.
+    pub child: Option<unsafe extern "C" fn()>,
+}
+
+fn call(hook: Option<unsafe extern "C" fn()>) {
+    if let Some(hook) = hook {
+        // SAFETY: the runtime passed a function that may be called at this point of a fork
+        // (`ForkHooks`), on the thread that runs the zygote.
+        unsafe { hook() };
+    }
+}
+
+/// A zygote between requests ([`Zygote::serve`]): [`Zygote::next_request`],
+/// [`Zygote::prepare_fork`], libc's fork, then [`Zygote::forked`] in the zygote and
+/// [`Zygote::in_child`] in the child.
 pub(crate) struct Zygote {
     /// `None` only in a forked child, which closed it.
     control: Option<OwnedFd>,
@@ -302,8 +319,51 @@ impl Zygote {
         })
     }
 
+    /// The zygote loop: waits for a fork request, forks through libc (with the runtime's
+    /// `hooks` around it) and answers hearth, until hearth retires it. Returns in a forked child,
+    /// or with the error that ends the zygote. The answer goes out
+    /// before the zygote's own after-fork work (`hooks.parent`): hearth prepares the child's
+    /// cgroup meanwhile, and the child, which runs on this CPU once the zygote sleeps, waits
+    /// for no more than that.
+    pub(crate) fn serve(mut self, hooks: &ForkHooks) -> Served {
+        match self.fork_until_child(hooks) {
+            Ok(()) => Served::Child(self.in_child()),
+            Err(e) => Served::Ended(e),
+        }
+    }
+
+    /// [`Zygote::serve`]'s loop: returns `Ok` in a forked child (after `hooks.child`), `Err` in
+    /// the zygote.
+    fn fork_until_child(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
+        loop {
+            self.next_request()?;
+            self.prepare_fork()?;
+            call(hooks.before);
+            // SAFETY: the process is single-threaded (checked by Zygote::start), so the child
+            // is a consistent copy; glibc's fork runs the registered atfork handlers.
+            match unsafe { libc::fork() } {
+                0 => {
+                    call(hooks.child);
+                    return Ok(());
+                }
+                pid if pid > 0 => {
+                    let answered = self.forked(pid);
+                    call(hooks.parent);
+                    answered?;
+                }
+                _ => {
+                    let errno = io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO);
+                    call(hooks.parent);
+                    self.fork_failed(errno)?;
+                }
+            }
+        }
+    }
+
     /// Waits for the next fork request, reporting exited children meanwhile.
-    pub(crate) fn next_request(&mut self) -> Result<(), ZygoteError> {
+    fn next_request(&mut self) -> Result<(), ZygoteError> {
         self.request = None;
         self.spare = None;
         let sigchld = self.sigchld.as_ref().map_or(-1, |s| s.fd.as_raw_fd());
@@ -364,7 +424,7 @@ impl Zygote {
 
     /// Before forking through libc: the next child is created in a new pid namespace (the
     /// others it needs, it creates itself in [`Zygote::in_child`]).
-    pub(crate) fn prepare_fork(&mut self) -> Result<(), ZygoteError> {
+    fn prepare_fork(&mut self) -> Result<(), ZygoteError> {
         if self.own_pid_ns.is_none() {
             let ns = std::fs::File::open("/proc/self/ns/pid").map_err(ZygoteError::Setup)?;
             self.own_pid_ns = Some(ns.into());
@@ -380,7 +440,7 @@ impl Zygote {
     /// child runs on this CPU once the zygote sleeps, and the scheduler moves it into its
     /// cgroup meanwhile), then back to its own pid namespace for children, and the request's
     /// descriptors closed.
-    pub(crate) fn forked(&mut self, pid: i32) -> Result<(), ZygoteError> {
+    fn forked(&mut self, pid: i32) -> Result<(), ZygoteError> {
         // (fork returned the pid as this process's own pid namespace numbers it.)
         // SAFETY: pidfd_open of our own child; the fd returned is new.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -409,7 +469,7 @@ impl Zygote {
     }
 
     /// The fork failed with `errno`: tells the scheduler.
-    pub(crate) fn fork_failed(&mut self, errno: i32) -> Result<(), ZygoteError> {
+    fn fork_failed(&mut self, errno: i32) -> Result<(), ZygoteError> {
         self.restore_pid_ns()?;
         self.spare = None;
         let seq = self.request.take().map_or(0, |(m, _)| m.a);
@@ -433,7 +493,7 @@ impl Zygote {
 
     /// In the forked child: sets it up (see the module docs) and attaches its channel. Never
     /// returns on a failed step: the child reports it and exits 127.
-    pub(crate) fn in_child(&mut self) -> Result<GuestChannel, ZygoteError> {
+    fn in_child(&mut self) -> Result<GuestChannel, ZygoteError> {
         // The signal mask back to normal, the zygote's own descriptors closed (fd 3, the
         // control socket, before the channel takes its number).
         self.sigchld = None;

@@ -624,6 +624,16 @@ mod python {
 import os, random, sys
 loaded = random.random()
 os.chdir("/var/task")
+forks = {"before": 0, "parent": 0, "child": 0}
+
+def count(hook):
+    forks[hook] += 1
+
+os.register_at_fork(
+    before=lambda: count("before"),
+    after_in_parent=lambda: count("parent"),
+    after_in_child=lambda: count("child"),
+)
 
 def handler(event, context):
     print("handled", event)
@@ -642,6 +652,7 @@ def handler(event, context):
         "hostname": open("/proc/sys/kernel/hostname").read().strip(),
         "trace": os.environ.get("_X_AMZN_TRACE_ID"),
         "cwd": os.getcwd(),
+        "forks": forks,
     }
 
 def fail(event, context):
@@ -730,8 +741,28 @@ def fail(event, context):
             second.json()["loaded"],
             "imported once"
         );
-        // Python's own fork handlers ran: each child reseeded its random generator.
+        // Python's own fork handlers ran: each child reseeded its random generator, and the
+        // handlers Init registered ran where `os.fork` runs them: `before` and `after_in_parent`
+        // in the zygote before and after each fork (a child sees the counts of the forks
+        // before it), `after_in_child` once in each child.
         assert_ne!(first.json()["random"], second.json()["random"]);
+        let forks = |answer: &Answer, hook: &str| answer.json()["forks"][hook].as_u64();
+        for answer in [&first, &second] {
+            assert_eq!(forks(answer, "child"), Some(1), "{}", answer.text());
+            let before = forks(answer, "before").unwrap_or(0);
+            assert!(before >= 1, "{}", answer.text());
+            assert_eq!(
+                forks(answer, "parent"),
+                Some(before - 1),
+                "{}",
+                answer.text()
+            );
+        }
+        assert_eq!(
+            forks(&second, "before"),
+            forks(&first, "before").map(|n| n + 1),
+            "one fork between them"
+        );
         // The same environment again: warm, its /tmp kept.
         let warm = f.invoke("py", b"3").expect("invoke");
         assert_eq!(warm.outcome.start, Start::Warm);
