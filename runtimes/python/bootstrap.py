@@ -309,7 +309,8 @@ def become_environment(lib, fd):
     The loop runs in the library (hearth_zygote_serve), called through ``PyDLL`` so that it
     holds the interpreter lock, which the interpreter's fork hooks need: ``PyOS_BeforeFork``,
     ``PyOS_AfterFork_Parent`` and ``PyOS_AfterFork_Child`` run around each fork as ``os.fork``
-    runs them (fork handlers registered with ``os.register_at_fork`` included). No Python code
+    runs them (fork handlers registered with ``os.register_at_fork`` included; the child's once
+    the child is set up and confined). No Python code
     runs in the zygote between a fork and hearth's answer: every page it wrote then would be
     copied first, while the child waits for the CPU it shares with the zygote."""
     warm_up()
@@ -330,7 +331,7 @@ def become_environment(lib, fd):
     ]
     channel = ctypes.c_void_p()
     rc = serve(*hooks, ctypes.byref(channel))
-    if rc == 0:
+    if rc == 0 and channel.value:
         return ChannelClient(lib, channel.value)
     if rc == 1:
         sys.exit(0)

@@ -13,13 +13,16 @@
 //!
 //! The zygote's loop runs in `hearth_zygote_serve`, which forks through libc and calls the
 //! runtime's own fork hooks around it (Python: `PyOS_BeforeFork`, `PyOS_AfterFork_Parent`,
-//! `PyOS_AfterFork_Child`, what `os.fork` calls; a runtime whose hooks need its interpreter lock
-//! calls it holding that lock, as ctypes' `PyDLL` does). The zygote so runs none of the
+//! `PyOS_AfterFork_Child`, what `os.fork` calls; the child's only once the child is set up, so
+//! the handlers the function registered for children run as confined as the function; a runtime
+//! whose hooks need its interpreter lock calls it holding that lock, as ctypes' `PyDLL` does).
+//! The zygote so runs none of the
 //! runtime's code between a fork and hearth's answer: after a fork, every page the zygote
 //! writes is copied first (the child shares them), and the child, which runs on the zygote's
 //! CPU, waits for it.
 //!
-//! Functions return 0 or a negative errno (`-EPROTO` for a channel protocol error). Every
+//! Functions return 0 or a negative errno (`-EPROTO` for a channel protocol error;
+//! `hearth_zygote_serve` also 1, as above). Every
 //! pointer argument must be valid as documented; `hearth_zygote_serve` must be called from the
 //! thread that called `hearth_zygote_start`.
 #![allow(unsafe_code)]
@@ -31,7 +34,7 @@ use std::sync::Mutex;
 use hearth_ipc::{GuestChannel, ResponseStatus};
 use nix::libc;
 
-use crate::zygote::{ForkHooks, Served, Zygote, ZygoteError};
+use crate::zygote::{ForkHook, ForkHooks, Served, Zygote, ZygoteError};
 
 /// The zygote of this process, between `hearth_zygote_start` and `hearth_zygote_serve`.
 static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
@@ -39,7 +42,9 @@ static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
 fn errno_of(e: &ZygoteError) -> c_int {
     match e {
         ZygoteError::Closed => 1,
-        ZygoteError::Setup(e) | ZygoteError::Control(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+        ZygoteError::Setup(e) | ZygoteError::Control(e) => {
+            -e.raw_os_error().filter(|&n| n > 0).unwrap_or(libc::EIO)
+        }
         ZygoteError::Channel(_) => -libc::EPROTO,
     }
 }
@@ -63,12 +68,9 @@ pub extern "C" fn hearth_zygote_start(fd: c_int) -> c_int {
     }
 }
 
-/// A fork hook of the runtime (`None`: a null pointer).
-pub type ForkHook = Option<unsafe extern "C" fn()>;
-
 /// Runs the zygote's loop (see the module docs). In a forked child: sets it up (its
-/// namespaces, cgroup, mounts, capabilities, landlock, seccomp), stores its channel at
-/// `channel` and returns 0; on a failed step the child reports it to hearth and exits with
+/// namespaces, cgroup, mounts, capabilities, landlock, seccomp), calls `child`, stores its
+/// channel at `channel` and returns 0; on a failed step the child reports it to hearth and exits with
 /// status 127, so this never returns to a child that would go on unconfined. In the zygote:
 /// returns 1 once hearth retired it, or a negative errno.
 ///
@@ -133,13 +135,13 @@ pub struct HearthInvocation {
 ///
 /// # Safety
 ///
-/// `channel` comes from `hearth_zygote_child`; `out` points to a writable `HearthInvocation`.
+/// `channel` comes from `hearth_zygote_serve`; `out` points to a writable `HearthInvocation`.
 #[no_mangle]
 pub unsafe extern "C" fn hearth_channel_next(
     channel: *mut GuestChannel,
     out: *mut HearthInvocation,
 ) -> c_int {
-    // SAFETY: the caller passes the channel hearth_zygote_child returned.
+    // SAFETY: the caller passes the channel hearth_zygote_serve stored.
     let channel = unsafe { &mut *channel };
     // SAFETY: the caller passes a valid, writable `out`.
     let out = unsafe { &mut *out };
@@ -165,7 +167,7 @@ pub unsafe extern "C" fn hearth_channel_next(
 ///
 /// # Safety
 ///
-/// `channel` comes from `hearth_zygote_child`; `body` points to `len` readable bytes (or is
+/// `channel` comes from `hearth_zygote_serve`; `body` points to `len` readable bytes (or is
 /// null with `len` 0).
 #[no_mangle]
 pub unsafe extern "C" fn hearth_channel_respond(

@@ -22,9 +22,11 @@
 //! fork, a burst, a helper that failed) the child makes its own, as described below.
 //!
 //! Each child is made by libc's `fork` (so every `pthread_atfork` handler runs, as for any
-//! fork: OpenSSL's and other generators reseed), after `unshare(CLONE_NEWPID)` so that it is the
-//! first process of a new pid namespace; the zygote then returns to its own pid namespace for
-//! its next children. Before any function code runs in it, the child:
+//! fork: OpenSSL's and other generators reseed; in the child they run right after the fork,
+//! confined as the zygote is), after `unshare(CLONE_NEWPID)` so that it is the first process of
+//! a new pid namespace; the zygote then returns to its own pid namespace for its next children.
+//! A runtime's own fork hooks ([`ForkHooks`]) run around it, the child's only after the setup
+//! below. Before any other function code runs in it, the child:
 //! 1. creates its own mount, ipc and uts namespaces (the zygote's hostname) and mounts its own
 //!    tmpfs at `/tmp` (the function's ephemeral size), or enters the set the helper made and
 //!    goes back to the zygote's working directory; then mounts its own `/proc`;
@@ -43,8 +45,8 @@
 //!    tells the scheduler its setup is done.
 //!
 //! A failing step is written to the error pipe as (step, errno), as an environment's first
-//! process reports it, and the child exits with status 127: function code never runs outside
-//! the child's namespaces and cgroup. The zygote reaps its children and reports each exit.
+//! process reports it, and the child exits with status 127: function code other than libc's
+//! atfork handlers never runs outside the child's namespaces and cgroup. The zygote reaps its children and reports each exit.
 //!
 //! The zygote must be single-threaded when it forks (threads would not exist in the children);
 //! a process with more than one thread refuses to be one. What Init put in memory is shared by
@@ -120,20 +122,24 @@ pub(crate) enum Served {
     Ended(ZygoteError),
 }
 
+/// A function of the runtime's called around a fork (`None`: a null pointer in the C ABI).
+pub(crate) type ForkHook = Option<unsafe extern "C" fn()>;
+
 /// What a runtime needs called around each fork, besides libc's own atfork handlers (each may be
 /// absent): Python's `PyOS_BeforeFork`, `PyOS_AfterFork_Parent` and `PyOS_AfterFork_Child`,
-/// which its `os.fork` calls.
+/// which its `os.fork` calls. They run the handlers the function's Init registered
+/// (`os.register_at_fork`), so the child's runs only once the child is set up.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ForkHooks {
-    /// Before the fork, in the zygote.
-    pub before: Option<unsafe extern "C" fn()>,
-    /// After it, in the zygote (also when it failed), once hearth has its answer.
-    pub parent: Option<unsafe extern "C" fn()>,
-    /// After it, in the child, before the child's setup.
-    pub child: Option<unsafe extern "C" fn()>,
+    /// Before the fork (and before the zygote unshares the child's pid namespace).
+    pub before: ForkHook,
+    /// After it, in the zygote, once hearth has its answer (also when it failed).
+    pub parent: ForkHook,
+    /// In the child, once it is set up (isolated as any environment): never on a failed setup.
+    pub child: ForkHook,
 }
 
-fn call(hook: Option<unsafe extern "C" fn()>) {
+fn call(hook: ForkHook) {
     if let Some(hook) = hook {
         // SAFETY: the runtime passed a function that may be called at this point of a fork
         // (`ForkHooks`), on the thread that runs the zygote.
@@ -327,38 +333,42 @@ impl Zygote {
     /// for no more than that.
     pub(crate) fn serve(mut self, hooks: &ForkHooks) -> Served {
         match self.fork_until_child(hooks) {
-            Ok(()) => Served::Child(self.in_child()),
+            Ok(()) => {
+                let channel = self.in_child();
+                if channel.is_ok() {
+                    call(hooks.child);
+                }
+                Served::Child(channel)
+            }
             Err(e) => Served::Ended(e),
         }
     }
 
-    /// [`Zygote::serve`]'s loop: returns `Ok` in a forked child (after `hooks.child`), `Err` in
-    /// the zygote.
+    /// [`Zygote::serve`]'s loop: returns `Ok` in a forked child (not yet set up), `Err` in the
+    /// zygote.
     fn fork_until_child(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
         loop {
             self.next_request()?;
-            self.prepare_fork()?;
+            // Before the pid namespace: a process a hook starts stays in the zygote's.
             call(hooks.before);
+            if let Err(e) = self.prepare_fork() {
+                call(hooks.parent);
+                return Err(e);
+            }
             // SAFETY: the process is single-threaded (checked by Zygote::start), so the child
             // is a consistent copy; glibc's fork runs the registered atfork handlers.
-            match unsafe { libc::fork() } {
-                0 => {
-                    call(hooks.child);
-                    return Ok(());
-                }
-                pid if pid > 0 => {
-                    let answered = self.forked(pid);
-                    call(hooks.parent);
-                    answered?;
-                }
+            let answered = match unsafe { libc::fork() } {
+                0 => return Ok(()),
+                pid if pid > 0 => self.forked(pid),
                 _ => {
                     let errno = io::Error::last_os_error()
                         .raw_os_error()
                         .unwrap_or(libc::EIO);
-                    call(hooks.parent);
-                    self.fork_failed(errno)?;
+                    self.fork_failed(errno)
                 }
-            }
+            };
+            call(hooks.parent);
+            answered?;
         }
     }
 
@@ -448,7 +458,7 @@ impl Zygote {
             let errno = io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO);
-            // SAFETY: kill of our own child, which is not yet running function code.
+            // SAFETY: kill of our own child, which waits for hearth's go-ahead.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             return self.fork_failed(errno);
         }

@@ -629,10 +629,15 @@ forks = {"before": 0, "parent": 0, "child": 0}
 def count(hook):
     forks[hook] += 1
 
+def in_child():
+    count("child")
+    with open("/proc/self/status") as status:
+        forks["child_caps"] = [l.split()[1] for l in status if l.startswith("CapEff:")][0]
+
 os.register_at_fork(
     before=lambda: count("before"),
     after_in_parent=lambda: count("parent"),
-    after_in_child=lambda: count("child"),
+    after_in_child=in_child,
 )
 
 def handler(event, context):
@@ -744,11 +749,19 @@ def fail(event, context):
         // Python's own fork handlers ran: each child reseeded its random generator, and the
         // handlers Init registered ran where `os.fork` runs them: `before` and `after_in_parent`
         // in the zygote before and after each fork (a child sees the counts of the forks
-        // before it), `after_in_child` once in each child.
+        // before it), `after_in_child` once in each child, and only once the child was set up
+        // (no capability left). (Nothing else forks between the two: `invoke_new` retired the
+        // first environment and cleared the demand that would start pooled ones.)
         assert_ne!(first.json()["random"], second.json()["random"]);
         let forks = |answer: &Answer, hook: &str| answer.json()["forks"][hook].as_u64();
         for answer in [&first, &second] {
             assert_eq!(forks(answer, "child"), Some(1), "{}", answer.text());
+            assert_eq!(
+                answer.json()["forks"]["child_caps"],
+                "0000000000000000",
+                "the child's fork handler ran before its setup: {}",
+                answer.text()
+            );
             let before = forks(answer, "before").unwrap_or(0);
             assert!(before >= 1, "{}", answer.text());
             assert_eq!(
