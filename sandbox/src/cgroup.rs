@@ -218,6 +218,9 @@ type Ready = Mutex<VecDeque<EnvCgroup>>;
 pub struct CgroupInstance {
     hierarchy: Hierarchy,
     dirs: Vec<PathBuf>,
+    /// v1 with a cpuset hierarchy: the instance's memory nodes, which each environment's
+    /// cpuset cgroup needs before it takes a task.
+    cpuset_mems: Option<String>,
     next: AtomicU64,
     ready: Arc<Ready>,
 }
@@ -231,64 +234,70 @@ impl CgroupInstance {
             std::process::id(),
             INSTANCES.fetch_add(1, Ordering::Relaxed)
         );
-        // The cpuset controller is optional: without it (or without the right to use it)
-        // environments are placed by affinity only.
-        match &mut hierarchy {
-            Hierarchy::V1 { cpuset, .. } => {
-                if let Some(mount) = cpuset.as_ref() {
-                    let base = mount.join("hearth");
-                    let dir = base.join(&name);
-                    let ready = mkdir_if_missing(&base)
-                        .and_then(|()| inherit_cpuset(&base))
-                        .and_then(|()| mkdir_if_missing(&dir))
-                        .and_then(|()| inherit_cpuset(&dir));
-                    if let Err(e) = ready {
-                        tracing::warn!(error = %e, "cpuset cgroups unavailable: environments are placed by affinity only");
-                        let _ = fs::remove_dir(&dir);
-                        *cpuset = None;
-                    }
-                }
-            }
-            Hierarchy::V2 { mount, cpuset, .. } => {
-                if *cpuset {
-                    let base = mount.join("hearth");
-                    let dir = base.join(&name);
-                    let ready = mkdir_if_missing(&base)
-                        .and_then(|()| mkdir_if_missing(&dir))
-                        .and_then(|()| {
-                            [mount.as_path(), &base, &dir].iter().try_for_each(|d| {
-                                write_file(&d.join("cgroup.subtree_control"), "+cpuset")
-                            })
-                        });
-                    if let Err(e) = ready {
-                        tracing::warn!(error = %e, "the cpuset controller is unavailable: environments are placed by affinity only");
-                        *cpuset = false;
-                    }
-                }
-            }
-        }
+        // v1's cpuset hierarchy is set up apart, after the others: it is optional.
+        let cpuset_v1 = match &mut hierarchy {
+            Hierarchy::V1 { cpuset, .. } => cpuset.take(),
+            Hierarchy::V2 { .. } => None,
+        };
         let mut dirs = Vec::new();
         for mount in hierarchy.mounts() {
-            let base = mount.join("hearth");
-            mkdir_if_missing(&base)?;
-            remove_stale_instances(&base);
-            let dir = base.join(&name);
-            mkdir_if_missing(&dir)?;
+            let dir = instance_dir(&mount, &name)?;
             if let Hierarchy::V2 { cpu, .. } = &hierarchy {
                 let enable = if *cpu {
                     "+memory +pids +cpu"
                 } else {
                     "+memory +pids"
                 };
-                for d in [&mount, &base, &dir] {
-                    write_file(&d.join("cgroup.subtree_control"), enable)?;
-                }
+                enable_in_subtree(&mount, &dir, enable)?;
             }
             dirs.push(dir);
+        }
+        // The cpuset controller is optional: without it (or without the right to use it)
+        // environments are placed by affinity only.
+        let mut cpuset_mems = None;
+        match &mut hierarchy {
+            Hierarchy::V1 { cpuset, .. } => {
+                if let Some(mount) = cpuset_v1 {
+                    // A new v1 cpuset cgroup has no CPU and no memory node, and takes no task
+                    // until it has both.
+                    let dir = instance_dir(&mount, &name).and_then(|dir| {
+                        let ready = inherit_cpuset(dir.parent().unwrap_or(&dir))
+                            .and_then(|()| inherit_cpuset(&dir))
+                            .and_then(|()| read_file(&dir.join("cpuset.mems")));
+                        match ready {
+                            Ok(mems) => Ok((dir, mems)),
+                            Err(e) => {
+                                let _ = fs::remove_dir(&dir);
+                                Err(e)
+                            }
+                        }
+                    });
+                    match dir {
+                        Ok((dir, mems)) => {
+                            dirs.push(dir);
+                            cpuset_mems = Some(mems);
+                            *cpuset = Some(mount);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cpuset cgroups unavailable: environments are placed by affinity only")
+                        }
+                    }
+                }
+            }
+            Hierarchy::V2 { mount, cpuset, .. } => {
+                if *cpuset {
+                    let dir = &dirs[0];
+                    if let Err(e) = enable_in_subtree(mount, dir, "+cpuset") {
+                        tracing::warn!(error = %e, "the cpuset controller is unavailable: environments are placed by affinity only");
+                        *cpuset = false;
+                    }
+                }
+            }
         }
         Ok(Self {
             hierarchy,
             dirs,
+            cpuset_mems,
             next: AtomicU64::new(0),
             ready: Arc::new(Mutex::new(VecDeque::new())),
         })
@@ -343,19 +352,9 @@ impl CgroupInstance {
         }
         // v1: a cpuset cgroup takes tasks only once its CPUs and memory nodes are set; the
         // nodes are the instance's, the CPU is written when one is asked for.
-        let cpuset_v1 = matches!(
-            self.hierarchy,
-            Hierarchy::V1 {
-                cpuset: Some(_),
-                ..
-            }
-        );
-        if cpuset_v1 {
-            if let (Some(dir), Some(parent)) = (dirs.last(), self.dirs.last()) {
-                let mems = parent.join("cpuset.mems");
-                let nodes = fs::read_to_string(&mems).map_err(io_err("reading", &mems))?;
-                write_file(&dir.join("cpuset.mems"), nodes.trim())?;
-            }
+        let cpuset_v1 = self.cpuset_mems.is_some();
+        if let (Some(mems), Some(dir)) = (&self.cpuset_mems, dirs.last()) {
+            write_file(&dir.join("cpuset.mems"), mems)?;
         }
         let mut cgroup = EnvCgroup {
             cpuset_v1,
@@ -712,15 +711,38 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
     let parent = dir.parent().unwrap_or(dir);
     for file in ["cpuset.cpus", "cpuset.mems"] {
-        let from = parent.join(file);
-        let value = fs::read_to_string(&from).map_err(io_err("reading", &from))?;
+        let value = read_file(&parent.join(file))?;
         let own = dir.join(file);
-        let current = fs::read_to_string(&own).map_err(io_err("reading", &own))?;
-        if current.trim() != value.trim() {
-            write_file(&own, value.trim())?;
+        if read_file(&own)? != value {
+            write_file(&own, &value)?;
         }
     }
     Ok(())
+}
+
+/// A control file's value, without its trailing newline.
+fn read_file(path: &Path) -> Result<String, CgroupError> {
+    let value = fs::read_to_string(path).map_err(io_err("reading", path))?;
+    Ok(value.trim().to_owned())
+}
+
+/// `<mount>/hearth/<name>`, created with its parent where missing; instances of daemons that
+/// are gone are removed from the parent on the way.
+fn instance_dir(mount: &Path, name: &str) -> Result<PathBuf, CgroupError> {
+    let base = mount.join("hearth");
+    mkdir_if_missing(&base)?;
+    remove_stale_instances(&base);
+    let dir = base.join(name);
+    mkdir_if_missing(&dir)?;
+    Ok(dir)
+}
+
+/// v2: enables `controllers` ("+memory +pids", …) from `mount` down to instance `dir`.
+fn enable_in_subtree(mount: &Path, dir: &Path, controllers: &str) -> Result<(), CgroupError> {
+    let base = dir.parent().unwrap_or(dir);
+    [mount, base, dir]
+        .iter()
+        .try_for_each(|d| write_file(&d.join("cgroup.subtree_control"), controllers))
 }
 
 fn mkdir_if_missing(dir: &Path) -> Result<(), CgroupError> {

@@ -153,6 +153,47 @@ pub fn allowed_cpus(id: i32) -> Option<Vec<usize>> {
     Some(cpus)
 }
 
+/// The id of the thread named `comm` of process `pid` (`"self"`: this process).
+pub fn thread_named(pid: &str, comm: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == comm))?
+        .file_name()
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// Where a process is in the cgroup tree of one controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupPath {
+    /// In the v1 hierarchy of that controller, at this path (`/hearth/pid-P-I/env-K`).
+    V1(String),
+    /// In the unified (v2) hierarchy, which no v1 hierarchy of that controller overrides.
+    V2(String),
+}
+
+/// Where process `pid` is for `controller` (`memory`, `cpuset`, …), from `/proc/<pid>/cgroup`;
+/// `None` once it is gone.
+pub fn cgroup_path(pid: i32, controller: &str) -> Option<CgroupPath> {
+    let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1 = lines.lines().find_map(|l| {
+        let (_, rest) = l.split_once(':')?;
+        let (names, path) = rest.split_once(':')?;
+        names
+            .split(',')
+            .any(|n| n == controller)
+            .then(|| CgroupPath::V1(path.to_owned()))
+    });
+    v1.or_else(|| {
+        lines
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(|p| CgroupPath::V2(p.to_owned()))
+    })
+}
+
 /// Host pids of the processes whose environment names Lambda function `name`
 /// (`AWS_LAMBDA_FUNCTION_NAME`, which hearth sets in every environment): all processes of that
 /// function's environments, zombies included.

@@ -9,7 +9,7 @@ use hearth_scheduler::{
     Completion, Engine, EngineConfig, EnvCpus, FunctionConfig, FunctionError, FunctionOutput,
     InvokeError, SandboxConfig, Start, ThrottleReason,
 };
-use hearth_tests::{process_exists, require_root, sample_code_dir};
+use hearth_tests::{process_exists, require_root, sample_code_dir, CgroupPath};
 use nix::time::{clock_gettime, ClockId};
 use serde_json::Value;
 
@@ -617,27 +617,20 @@ fn shutdown_leaves_no_process_or_cgroup_behind() {
         .iter()
         .map(|pid| {
             let deadline = Instant::now() + Duration::from_secs(5);
-            let lines = loop {
-                let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-                if lines.contains("/hearth/") || Instant::now() > deadline {
-                    break lines;
+            let path = loop {
+                let path = hearth_tests::cgroup_path(*pid, "memory").unwrap();
+                let joined = match &path {
+                    CgroupPath::V1(p) | CgroupPath::V2(p) => p.contains("/hearth/"),
+                };
+                if joined || Instant::now() > deadline {
+                    break path;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             };
-            let (mount, path) = lines
-                .lines()
-                .find_map(|l| {
-                    l.split_once(":memory:")
-                        .map(|(_, p)| ("/sys/fs/cgroup/memory", p.to_owned()))
-                })
-                .or_else(|| {
-                    lines.lines().find_map(|l| {
-                        l.strip_prefix("0::")
-                            .map(|p| ("/sys/fs/cgroup", p.to_owned()))
-                    })
-                })
-                .unwrap();
-            std::path::PathBuf::from(format!("{mount}{path}"))
+            match path {
+                CgroupPath::V1(p) => std::path::PathBuf::from(format!("/sys/fs/cgroup/memory{p}")),
+                CgroupPath::V2(p) => std::path::PathBuf::from(format!("/sys/fs/cgroup{p}")),
+            }
         })
         .collect();
     for cgroup in &cgroups {
@@ -845,15 +838,8 @@ fn a_shard_waiting_on_a_slow_invocation_sleeps_even_when_the_next_job_arrives() 
     f.function("slow-sleeper", "sleep", |_| {});
     let (outcome, _) = f.invoke("slow-sleeper", b"1").expect("first call");
     assert_eq!(outcome.error, None);
-    let shard = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .find(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "hearth-shard-0")
-        })
-        .expect("the shard thread")
-        .path();
+    let shard = hearth_tests::thread_named("self", "hearth-shard-0").expect("the shard thread");
+    let shard = std::path::PathBuf::from(format!("/proc/self/task/{shard}"));
     // utime + stime, in clock ticks.
     let cpu = || -> u64 {
         let stat = std::fs::read_to_string(shard.join("stat")).unwrap();
@@ -1013,23 +999,18 @@ fn same_as_shard_confines_a_function_that_widens_its_own_affinity() {
                 // Its own cpuset cgroup, the one its memory cgroup is (a forked child that
                 // stayed in its zygote's would be confined too, by the zygote's).
                 for pid in shard.environment_pids() {
-                    let cgroups =
-                        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-                    let path = |controller: &str| {
-                        cgroups
-                            .lines()
-                            .find_map(|l| {
-                                let (_, rest) = l.split_once(':')?;
-                                let (names, path) = rest.split_once(':')?;
-                                names.split(',').any(|n| n == controller).then_some(path)
-                            })
-                            .map(str::to_owned)
+                    // (v2: one path for every controller.)
+                    let cpuset = hearth_tests::cgroup_path(pid, "cpuset");
+                    let memory = hearth_tests::cgroup_path(pid, "memory");
+                    let own = match &cpuset {
+                        Some(CgroupPath::V1(p) | CgroupPath::V2(p)) => p.contains("/env-"),
+                        None => false,
                     };
                     assert!(
-                        path("cpuset").is_some_and(|p| p.contains("/env-"))
-                            && path("cpuset") == path("memory"),
+                        own && cpuset == memory,
                         "{:?} environment {pid} is not in its own cpuset cgroup \
-                         (does the host have the cpuset controller?): {cgroups}",
+                         (does the host have the cpuset controller?): cpuset {cpuset:?}, \
+                         memory {memory:?}",
                         outcome.start
                     );
                 }

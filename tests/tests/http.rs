@@ -1829,14 +1829,7 @@ fn env_cpus_same_as_shard_in_the_config_keeps_environments_on_the_shards_cpu() {
         config: json!({"shards": 1, "env_cpus": "same_as_shard"}),
         ..Options::default()
     });
-    let shard = std::fs::read_dir(format!("/proc/{}/task", daemon.pid))
-        .expect("the daemon's threads")
-        .flatten()
-        .find(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "hearth-shard-0")
-        })
-        .and_then(|t| t.file_name().to_str()?.parse::<i32>().ok())
+    let shard = hearth_tests::thread_named(&daemon.pid.to_string(), "hearth-shard-0")
         .expect("the daemon's shard thread");
     let shard_cpu = hearth_tests::allowed_cpus(shard).expect("the shard thread's CPUs");
     assert_eq!(shard_cpu.len(), 1, "the shard is pinned to one CPU");
