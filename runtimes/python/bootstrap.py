@@ -310,8 +310,8 @@ def become_environment(lib, fd):
     holds the interpreter lock, which the interpreter's fork hooks need: ``PyOS_BeforeFork``,
     ``PyOS_AfterFork_Parent`` and ``PyOS_AfterFork_Child`` run around each fork as ``os.fork``
     runs them (fork handlers registered with ``os.register_at_fork`` included; the child's once
-    the child is set up and confined). No Python code
-    runs in the zygote between a fork and hearth's answer: every page it wrote then would be
+    the child is set up and confined; the parent's once the zygote next wakes). No Python code
+    runs in the zygote between a fork and its next wake-up: every page it wrote then would be
     copied first, while the child waits for the CPU it shares with the zygote."""
     warm_up()
     # Everything Init created moves to the collector's permanent generation: collections in

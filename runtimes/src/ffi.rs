@@ -17,9 +17,9 @@
 //! the handlers the function registered for children run as confined as the function; a runtime
 //! whose hooks need its interpreter lock calls it holding that lock, as ctypes' `PyDLL` does).
 //! The zygote so runs none of the
-//! runtime's code between a fork and hearth's answer: after a fork, every page the zygote
-//! writes is copied first (the child shares them), and the child, which runs on the zygote's
-//! CPU, waits for it.
+//! runtime's code between a fork and hearth's answer, and its parent hook only once it next
+//! wakes: after a fork, every page the zygote writes is copied first (the child shares them),
+//! and the child, which runs on the zygote's CPU, waits for it.
 //!
 //! Functions return 0 or a negative errno (`-EPROTO` for a channel protocol error;
 //! `hearth_zygote_serve` also 1, as above). Every

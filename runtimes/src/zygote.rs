@@ -26,7 +26,9 @@
 //! confined as the zygote is), after `unshare(CLONE_NEWPID)` so that it is the first process of
 //! a new pid namespace; the zygote then returns to its own pid namespace for its next children.
 //! A runtime's own fork hooks ([`ForkHooks`]) run around it, the child's only after the setup
-//! below. Before any other function code runs in it, the child:
+//! below. After a fork the zygote answers hearth and sleeps at once, so that the child, which
+//! shares its CPU, runs first; the zygote's own after-fork work (the runtime's parent hook
+//! included) waits until it next wakes. Before any other function code runs in it, the child:
 //! 1. creates its own mount, ipc and uts namespaces (the zygote's hostname) and mounts its own
 //!    tmpfs at `/tmp` (the function's ephemeral size), or enters the set the helper made and
 //!    goes back to the zygote's working directory; then mounts its own `/proc`;
@@ -133,7 +135,8 @@ pub(crate) type ForkHook = Option<unsafe extern "C" fn()>;
 pub(crate) struct ForkHooks {
     /// Before the fork (and before the zygote unshares the child's pid namespace).
     pub before: ForkHook,
-    /// After it, in the zygote, once hearth has its answer (also when it failed).
+    /// After it, in the zygote, once hearth has its answer (also when it failed): when the
+    /// zygote next wakes, so that the child runs first (at once where the zygote ends).
     pub parent: ForkHook,
     /// In the child, once it is set up (isolated as any environment): never on a failed setup.
     pub child: ForkHook,
@@ -168,9 +171,28 @@ pub(crate) struct Zygote {
     spares: Spares,
     /// The set the child of the request being served enters, when one was ready.
     spare: Option<Spare>,
+    /// The zygote's own work after the last fork it answered, left until it next wakes
+    /// ([`Zygote::after_fork`]).
+    after: Option<AfterFork>,
     /// Its working directory, where a child that enters a prepared mount namespace goes back
     /// to (`setns` moves it to the namespace's root).
     cwd: std::ffi::CString,
+}
+
+/// What the zygote still has to do after a fork once it has answered hearth: its copies of
+/// the request's descriptors and of the set the child entered to close, the child to record,
+/// its own pid namespace to go back to for its next children, and the runtime's parent hook.
+/// Done when it next wakes ([`Zygote::after_fork`]), so that the child, which shares its CPU,
+/// runs first: none of it is on the child's path, and every page the zygote writes before the
+/// child has its own copy is copied first.
+struct AfterFork {
+    /// The child forked, if the fork succeeded.
+    pid: Option<i32>,
+    /// The request's descriptors and the child's pidfd, closed when this is dropped (the error
+    /// pipe is closed at once: its end of file tells hearth the child's setup is done).
+    _fds: Vec<OwnedFd>,
+    /// The set the child entered, closed likewise.
+    _spare: Option<Spare>,
 }
 
 /// Namespace sets the zygote's helper keeps ready.
@@ -321,16 +343,17 @@ impl Zygote {
             forked: std::collections::HashSet::new(),
             spares,
             spare: None,
+            after: None,
             cwd,
         })
     }
 
     /// The zygote loop: waits for a fork request, forks through libc (with the runtime's
     /// `hooks` around it) and answers hearth, until hearth retires it. Returns in a forked child,
-    /// or with the error that ends the zygote. The answer goes out
-    /// before the zygote's own after-fork work (`hooks.parent`): hearth prepares the child's
-    /// cgroup meanwhile, and the child, which runs on this CPU once the zygote sleeps, waits
-    /// for no more than that.
+    /// or with the error that ends the zygote. After a fork the zygote answers and goes back to
+    /// waiting at once: hearth prepares the child's cgroup meanwhile, and the child, which runs
+    /// on this CPU once the zygote sleeps, waits for no more than that. The zygote's own
+    /// after-fork work (`hooks.parent` included) waits until it next wakes ([`AfterFork`]).
     pub(crate) fn serve(mut self, hooks: &ForkHooks) -> Served {
         match self.fork_until_child(hooks) {
             Ok(()) => {
@@ -348,7 +371,7 @@ impl Zygote {
     /// zygote.
     fn fork_until_child(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
         loop {
-            self.next_request()?;
+            self.next_request(hooks)?;
             // Before the pid namespace: a process a hook starts stays in the zygote's.
             call(hooks.before);
             if let Err(e) = self.prepare_fork() {
@@ -367,15 +390,18 @@ impl Zygote {
                     self.fork_failed(errno)
                 }
             };
-            call(hooks.parent);
-            answered?;
+            // Answered: the rest once the zygote next wakes. Not answered: the zygote ends, with
+            // its after-fork work done.
+            if let Err(e) = answered {
+                self.after_fork(hooks)?;
+                return Err(e);
+            }
         }
     }
 
-    /// Waits for the next fork request, reporting exited children meanwhile.
-    fn next_request(&mut self) -> Result<(), ZygoteError> {
-        self.request = None;
-        self.spare = None;
+    /// Waits for the next fork request, reporting exited children meanwhile; first does what
+    /// was left after the last fork ([`Zygote::after_fork`]) once it wakes.
+    fn next_request(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
         let sigchld = self.sigchld.as_ref().map_or(-1, |s| s.fd.as_raw_fd());
         let control = self.control()?.as_raw_fd();
         loop {
@@ -393,6 +419,7 @@ impl Zygote {
             };
             // SAFETY: three valid pollfds.
             let ready = unsafe { libc::poll(polled.as_mut_ptr(), 3, timeout) };
+            self.after_fork(hooks)?;
             if ready < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -446,10 +473,10 @@ impl Zygote {
         Ok(())
     }
 
-    /// In the zygote after a libc fork made child `pid`: the answer to the scheduler first (the
-    /// child runs on this CPU once the zygote sleeps, and the scheduler moves it into its
-    /// cgroup meanwhile), then back to its own pid namespace for children, and the request's
-    /// descriptors closed.
+    /// In the zygote after a libc fork made child `pid`: the answer to the scheduler, and the
+    /// zygote's copy of the error pipe closed; the rest is left in [`AfterFork`] (the child runs
+    /// on this CPU once the zygote sleeps, and the scheduler moves it into its cgroup
+    /// meanwhile).
     fn forked(&mut self, pid: i32) -> Result<(), ZygoteError> {
         // (fork returned the pid as this process's own pid namespace numbers it.)
         // SAFETY: pidfd_open of our own child; the fd returned is new.
@@ -464,27 +491,56 @@ impl Zygote {
         }
         // SAFETY: pidfd_open returned a new fd that this process owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).unwrap_or(-1)) };
-        self.forked.insert(pid);
-        let request = self.request.take();
-        let (seq, tmp_bytes) = request.as_ref().map_or((0, 0), |(m, _)| (m.a, m.b));
+        let (request, fds) = self.request.take().unzip();
+        let (seq, tmp_bytes) = request.map_or((0, 0), |m| (m.a, m.b));
         // The set it entered (now the child's alone once this process closes its copies).
-        let prepared = self.spare.take().map_or(0, |_| zygote::FORKED_PREPARED);
+        let spare = self.spare.take();
+        let prepared = spare.as_ref().map_or(0, |_| zygote::FORKED_PREPARED);
         let reply = Message::new(Kind::Forked, seq, pid.unsigned_abs().into(), prepared);
-        zygote::send(self.control()?.as_fd(), &reply, &[pidfd.as_raw_fd()])
-            .map_err(ZygoteError::Control)?;
-        drop((pidfd, request));
-        self.restore_pid_ns()?;
+        let sent = zygote::send(self.control()?.as_fd(), &reply, &[pidfd.as_raw_fd()]);
+        let mut fds = fds.unwrap_or_default();
+        if fds.len() > 3 {
+            // The error pipe (see `AfterFork`).
+            drop(fds.remove(3));
+        }
+        fds.push(pidfd);
+        self.after = Some(AfterFork {
+            pid: Some(pid),
+            _fds: fds,
+            _spare: spare,
+        });
+        sent.map_err(ZygoteError::Control)?;
         self.spares.wanted = Some(tmp_bytes);
         Ok(())
     }
 
     /// The fork failed with `errno`: tells the scheduler.
     fn fork_failed(&mut self, errno: i32) -> Result<(), ZygoteError> {
-        self.restore_pid_ns()?;
-        self.spare = None;
-        let seq = self.request.take().map_or(0, |(m, _)| m.a);
+        let (request, fds) = self.request.take().unzip();
+        self.after = Some(AfterFork {
+            pid: None,
+            _fds: fds.unwrap_or_default(),
+            _spare: self.spare.take(),
+        });
+        let seq = request.map_or(0, |m| m.a);
         let reply = Message::new(Kind::Forked, seq, 0, u64::from(errno.unsigned_abs()));
         zygote::send(self.control()?.as_fd(), &reply, &[]).map_err(ZygoteError::Control)
+    }
+
+    /// What was left after the last fork ([`AfterFork`]): back to the zygote's own pid
+    /// namespace (before the parent hook, which may start processes), the child recorded for
+    /// reaping, the descriptors closed, then `hooks.parent`. Nothing when nothing is left.
+    fn after_fork(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
+        let Some(after) = self.after.take() else {
+            return Ok(());
+        };
+        let restored = self.restore_pid_ns();
+        if let Some(pid) = after.pid {
+            self.forked.insert(pid);
+        }
+        drop(after);
+        call(hooks.parent);
+        restored
     }
 
     fn control(&self) -> Result<&OwnedFd, ZygoteError> {
