@@ -26,9 +26,10 @@
 //! confined as the zygote is), after `unshare(CLONE_NEWPID)` so that it is the first process of
 //! a new pid namespace; the zygote then returns to its own pid namespace for its next children.
 //! A runtime's own fork hooks ([`ForkHooks`]) run around it, the child's only after the setup
-//! below. After a fork the zygote answers hearth and sleeps at once, so that the child, which
-//! shares its CPU, runs first; the zygote's own after-fork work (the runtime's parent hook
-//! included) waits until it next wakes. Before any other function code runs in it, the child:
+//! below. After a fork the zygote answers hearth, returns to its own pid namespace and sleeps,
+//! so that the child, which shares its CPU, runs first; the rest of its after-fork work (the
+//! runtime's parent hook included) waits until it next wakes (after a failed fork: at once).
+//! Before any other function code runs in it, the child:
 //! 1. creates its own mount, ipc and uts namespaces (the zygote's hostname) and mounts its own
 //!    tmpfs at `/tmp` (the function's ephemeral size), or enters the set the helper made and
 //!    goes back to the zygote's working directory; then mounts its own `/proc`;
@@ -135,8 +136,8 @@ pub(crate) type ForkHook = Option<unsafe extern "C" fn()>;
 pub(crate) struct ForkHooks {
     /// Before the fork (and before the zygote unshares the child's pid namespace).
     pub before: ForkHook,
-    /// After it, in the zygote, once hearth has its answer (also when it failed): when the
-    /// zygote next wakes, so that the child runs first (at once where the zygote ends).
+    /// After it, in the zygote, once hearth has its answer: when the zygote next wakes, so that
+    /// the child runs first (at once after a failed fork, or where the zygote ends).
     pub parent: ForkHook,
     /// In the child, once it is set up (isolated as any environment): never on a failed setup.
     pub child: ForkHook,
@@ -179,24 +180,32 @@ pub(crate) struct Zygote {
     cwd: std::ffi::CString,
 }
 
-/// What the zygote still has to do after a fork once it has answered hearth: its copies of
-/// the request's descriptors and of the set the child entered to close, the child to record,
-/// its own pid namespace to go back to for its next children, and the runtime's parent hook.
-/// Done when it next wakes ([`Zygote::after_fork`]), so that the child, which shares its CPU,
-/// runs first: none of it is on the child's path, and every page the zygote writes before the
-/// child has its own copy is copied first.
+/// What the zygote still has to do after a fork once it has answered hearth (and gone back to
+/// its own pid namespace): its copies of the request's descriptors and of the set the child
+/// entered to close, the child to record, and the runtime's parent hook. Done when it next
+/// wakes ([`Zygote::next_request`]), so that the child, which shares its CPU, runs first: none
+/// of it is on the child's path, and every page the zygote writes before the child has its
+/// own copy is copied first. (After a failed fork, at once.)
 struct AfterFork {
     /// The child forked, if the fork succeeded.
     pid: Option<i32>,
-    /// The request's descriptors and the child's pidfd, closed when this is dropped (the error
-    /// pipe is closed at once: its end of file tells hearth the child's setup is done).
-    _fds: Vec<OwnedFd>,
+    /// The request's descriptors and the child's pidfd, closed when this is dropped (after a
+    /// fork, the error pipe is closed at once: its end of file tells hearth the child's setup
+    /// is done).
+    fds: Vec<OwnedFd>,
     /// The set the child entered, closed likewise.
     _spare: Option<Spare>,
 }
 
 /// Namespace sets the zygote's helper keeps ready.
 const SPARES: usize = 2;
+
+/// A fork request's descriptors: channel, stdout, stderr, error pipe, go-ahead pipe.
+const REQUEST_FDS: usize = 5;
+/// Where the error pipe is among them.
+const ERROR_PIPE: usize = 3;
+/// Where the go-ahead pipe is among them.
+const GO_AHEAD: usize = 4;
 
 /// How long the zygote waits, after a fork, before it asks its helper for more sets when no
 /// child has exited meanwhile (milliseconds). Not at once: the helper would take the CPU from
@@ -390,72 +399,101 @@ impl Zygote {
                     self.fork_failed(errno)
                 }
             };
-            // Answered: the rest once the zygote next wakes. Not answered: the zygote ends, with
-            // its after-fork work done.
-            if let Err(e) = answered {
-                self.after_fork(hooks)?;
-                return Err(e);
+            // A child answered for: the rest once the zygote next wakes ([`AfterFork`]). No
+            // child (a failed fork), or the zygote ends: at once.
+            let forked = self.after.as_ref().is_some_and(|after| after.pid.is_some());
+            if answered.is_err() || !forked {
+                if self.close_after_fork() {
+                    call(hooks.parent);
+                }
+                answered?;
             }
         }
     }
 
-    /// Waits for the next fork request, reporting exited children meanwhile; first does what
-    /// was left after the last fork ([`Zygote::after_fork`]) once it wakes.
+    /// Waits for the next fork request, reporting exited children meanwhile. Once it wakes, it
+    /// first finishes what was left after the last fork: the descriptors closed and the child
+    /// recorded at once (so that an exit among the events is reported), `hooks.parent` once the
+    /// events are handled.
     fn next_request(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
+        loop {
+            let woke = self.wait();
+            let hook_due = self.close_after_fork();
+            let handled = woke.and_then(|polled| self.handle(polled));
+            if hook_due {
+                call(hooks.parent);
+            }
+            if handled? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sleeps until a request, a child's exit, a set from the helper or (when the helper should
+    /// make sets) [`REFILL_QUIET_MS`] pass; returns the polled descriptors (control socket,
+    /// signalfd, helper socket), `None` when the time passed or a signal interrupted the wait.
+    fn wait(&mut self) -> Result<Option<[libc::pollfd; 3]>, ZygoteError> {
         let sigchld = self.sigchld.as_ref().map_or(-1, |s| s.fd.as_raw_fd());
         let control = self.control()?.as_raw_fd();
-        loop {
-            // (poll skips a negative fd: no helper.)
-            let helper = self.spares.helper.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-            let mut polled = [control, sigchld, helper].map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            let timeout = if self.spares.wanted.is_some() {
-                REFILL_QUIET_MS
-            } else {
-                -1
-            };
-            // SAFETY: three valid pollfds.
-            let ready = unsafe { libc::poll(polled.as_mut_ptr(), 3, timeout) };
-            self.after_fork(hooks)?;
-            if ready < 0 {
+        // (poll skips a negative fd: no helper.)
+        let helper = self.spares.helper.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let mut polled = [control, sigchld, helper].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let timeout = if self.spares.wanted.is_some() {
+            REFILL_QUIET_MS
+        } else {
+            -1
+        };
+        // SAFETY: three valid pollfds.
+        match unsafe { libc::poll(polled.as_mut_ptr(), 3, timeout) } {
+            0 => Ok(None),
+            ready if ready > 0 => Ok(Some(polled)),
+            _ => {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                    Ok(None)
+                } else {
+                    Err(ZygoteError::Control(e))
                 }
-                return Err(ZygoteError::Control(e));
             }
-            if ready == 0 {
-                self.spares.refill();
-                continue;
+        }
+    }
+
+    /// Handles what [`Zygote::wait`] returned: reaps and reports exited children, takes in the
+    /// helper's sets, asks it for more, and takes a fork request; returns whether one came.
+    fn handle(&mut self, polled: Option<[libc::pollfd; 3]>) -> Result<bool, ZygoteError> {
+        let Some(polled) = polled else {
+            // The quiet time passed (or a signal came): sets for the next children.
+            self.spares.refill();
+            return Ok(false);
+        };
+        if polled[1].revents != 0 {
+            if let Some(s) = &self.sigchld {
+                s.drain();
             }
-            if polled[1].revents != 0 {
-                if let Some(s) = &self.sigchld {
-                    s.drain();
-                }
-                let control = self.control.as_ref().ok_or(ZygoteError::Closed)?;
-                reap(control, &mut self.forked)?;
-                self.spares.refill();
+            let control = self.control.as_ref().ok_or(ZygoteError::Closed)?;
+            reap(control, &mut self.forked)?;
+            self.spares.refill();
+        }
+        if polled[2].revents != 0 {
+            self.spares.receive();
+        }
+        if polled[0].revents == 0 {
+            return Ok(false);
+        }
+        let mut fds = Vec::with_capacity(zygote::MAX_FDS);
+        match zygote::recv(self.control()?, &mut fds, false) {
+            Ok(Some(m)) if m.kind == Kind::Fork && fds.len() == REQUEST_FDS => {
+                self.spare = self.spares.take(m.b);
+                self.request = Some((m, fds));
+                Ok(true)
             }
-            if polled[2].revents != 0 {
-                self.spares.receive();
-            }
-            if polled[0].revents == 0 {
-                continue;
-            }
-            let mut fds = Vec::with_capacity(zygote::MAX_FDS);
-            match zygote::recv(self.control()?, &mut fds, false) {
-                Ok(Some(m)) if m.kind == Kind::Fork && fds.len() == 5 => {
-                    self.spare = self.spares.take(m.b);
-                    self.request = Some((m, fds));
-                    return Ok(());
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => return Err(ZygoteError::Closed),
-                Err(e) => return Err(ZygoteError::Control(e)),
-            }
+            Ok(Some(_)) => Ok(false),
+            Ok(None) => Err(ZygoteError::Closed),
+            Err(e) => Err(ZygoteError::Control(e)),
         }
     }
 
@@ -497,50 +535,62 @@ impl Zygote {
         let spare = self.spare.take();
         let prepared = spare.as_ref().map_or(0, |_| zygote::FORKED_PREPARED);
         let reply = Message::new(Kind::Forked, seq, pid.unsigned_abs().into(), prepared);
-        let sent = zygote::send(self.control()?.as_fd(), &reply, &[pidfd.as_raw_fd()]);
+        let answer = pidfd.as_raw_fd();
         let mut fds = fds.unwrap_or_default();
-        if fds.len() > 3 {
-            // The error pipe (see `AfterFork`).
-            drop(fds.remove(3));
-        }
         fds.push(pidfd);
         self.after = Some(AfterFork {
             pid: Some(pid),
-            _fds: fds,
+            fds,
             _spare: spare,
         });
-        sent.map_err(ZygoteError::Control)?;
+        let sent = self.control().and_then(|control| {
+            zygote::send(control.as_fd(), &reply, &[answer]).map_err(ZygoteError::Control)
+        });
+        if let Some(after) = &mut self.after {
+            // The error pipe (see `AfterFork`).
+            if after.fds.len() > ERROR_PIPE {
+                drop(after.fds.remove(ERROR_PIPE));
+            }
+        }
+        // At once, not when it next wakes: a process started meanwhile (by a signal handler
+        // Init installed) must not land in the child's pid namespace.
+        let restored = self.restore_pid_ns();
+        sent?;
+        restored?;
         self.spares.wanted = Some(tmp_bytes);
         Ok(())
     }
 
-    /// The fork failed with `errno`: tells the scheduler.
+    /// The fork failed with `errno`: tells the scheduler (the request's descriptors are closed
+    /// and the parent hook called right after, see [`Zygote::fork_until_child`]).
     fn fork_failed(&mut self, errno: i32) -> Result<(), ZygoteError> {
         let (request, fds) = self.request.take().unzip();
         self.after = Some(AfterFork {
             pid: None,
-            _fds: fds.unwrap_or_default(),
+            fds: fds.unwrap_or_default(),
             _spare: self.spare.take(),
         });
         let seq = request.map_or(0, |m| m.a);
         let reply = Message::new(Kind::Forked, seq, 0, u64::from(errno.unsigned_abs()));
-        zygote::send(self.control()?.as_fd(), &reply, &[]).map_err(ZygoteError::Control)
+        let sent = self.control().and_then(|control| {
+            zygote::send(control.as_fd(), &reply, &[]).map_err(ZygoteError::Control)
+        });
+        let restored = self.restore_pid_ns();
+        sent?;
+        restored
     }
 
-    /// What was left after the last fork ([`AfterFork`]): back to the zygote's own pid
-    /// namespace (before the parent hook, which may start processes), the child recorded for
-    /// reaping, the descriptors closed, then `hooks.parent`. Nothing when nothing is left.
-    fn after_fork(&mut self, hooks: &ForkHooks) -> Result<(), ZygoteError> {
+    /// What was left after the last fork ([`AfterFork`]), but the parent hook: the child
+    /// recorded for reaping, the descriptors closed. Returns whether the parent hook is due
+    /// (the caller calls it); false when nothing was left.
+    fn close_after_fork(&mut self) -> bool {
         let Some(after) = self.after.take() else {
-            return Ok(());
+            return false;
         };
-        let restored = self.restore_pid_ns();
         if let Some(pid) = after.pid {
             self.forked.insert(pid);
         }
-        drop(after);
-        call(hooks.parent);
-        restored
+        true
     }
 
     fn control(&self) -> Result<&OwnedFd, ZygoteError> {
@@ -800,7 +850,7 @@ fn child(
     namespaces: Namespaces<'_>,
     kept: Kept<'_>,
 ) -> Result<GuestChannel, ZygoteError> {
-    let mut error_pipe = fds[3].as_raw_fd();
+    let mut error_pipe = fds[ERROR_PIPE].as_raw_fd();
     if let Err(failure) = enter(fds, namespaces, kept, &mut error_pipe) {
         fail(error_pipe, failure);
     }
@@ -881,7 +931,7 @@ fn enter(
         // The go-ahead: hearth moved this process into its cgroup (EOF: it could not).
         let mut go = [0u8; 1];
         let r = loop {
-            let r = libc::read(fds[4].as_raw_fd(), go.as_mut_ptr().cast(), 1);
+            let r = libc::read(fds[GO_AHEAD].as_raw_fd(), go.as_mut_ptr().cast(), 1);
             if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 break r;
             }
@@ -935,7 +985,7 @@ fn enter(
         }
         // Everything above fd 9 first, so no target number clobbers a source.
         let mut high = [0; 4];
-        for (i, fd) in fds[..4].iter().enumerate() {
+        for (i, fd) in fds[..=ERROR_PIPE].iter().enumerate() {
             high[i] = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10);
             check(ChildStep::ArrangeFds, high[i].into())?;
         }
