@@ -181,8 +181,9 @@ pub(crate) struct Zygote {
 }
 
 /// What the zygote still has to do after a fork once it has answered hearth (and gone back to
-/// its own pid namespace): its copies of the request's descriptors and of the set the child
-/// entered to close, the child to record, and the runtime's parent hook. Done when it next
+/// its own pid namespace, and closed its copies of the error pipe and of the namespace set the
+/// child entered): its copies of the request's other descriptors to close, the child to
+/// record, and the runtime's parent hook. Done when it next
 /// wakes ([`Zygote::next_request`]), so that the child, which shares its CPU, runs first: none
 /// of it is on the child's path, and every page the zygote writes before the child has its
 /// own copy is copied first. (After a failed fork, at once.)
@@ -193,8 +194,6 @@ struct AfterFork {
     /// fork, the error pipe is closed at once: its end of file tells hearth the child's setup
     /// is done).
     fds: Vec<OwnedFd>,
-    /// The set the child entered, closed likewise.
-    _spare: Option<Spare>,
 }
 
 /// Namespace sets the zygote's helper keeps ready.
@@ -541,7 +540,6 @@ impl Zygote {
         self.after = Some(AfterFork {
             pid: Some(pid),
             fds,
-            _spare: spare,
         });
         let sent = self.control().and_then(|control| {
             zygote::send(control.as_fd(), &reply, &[answer]).map_err(ZygoteError::Control)
@@ -552,6 +550,11 @@ impl Zygote {
                 drop(after.fds.remove(ERROR_PIPE));
             }
         }
+        // The set the child entered: at once too, while the child holds its namespaces. Closed
+        // after the child's exit, the zygote's copy of the mount namespace would be the last,
+        // and tearing it down waits for an RCU grace period (expedited: up to milliseconds on
+        // a VM), delaying the next fork.
+        drop(spare);
         // At once, not when it next wakes: a process started meanwhile (by a signal handler
         // Init installed) must not land in the child's pid namespace.
         let restored = self.restore_pid_ns();
@@ -568,8 +571,9 @@ impl Zygote {
         self.after = Some(AfterFork {
             pid: None,
             fds: fds.unwrap_or_default(),
-            _spare: self.spare.take(),
         });
+        // (Never entered: the zygote's copy is the last, see `forked`.)
+        self.spare = None;
         let seq = request.map_or(0, |m| m.a);
         let reply = Message::new(Kind::Forked, seq, 0, u64::from(errno.unsigned_abs()));
         let sent = self.control().and_then(|control| {
