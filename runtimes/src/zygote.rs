@@ -572,13 +572,14 @@ impl Zygote {
             pid: None,
             fds: fds.unwrap_or_default(),
         });
-        // (Never entered: the zygote's copy is the last, see `forked`.)
-        self.spare = None;
         let seq = request.map_or(0, |m| m.a);
         let reply = Message::new(Kind::Forked, seq, 0, u64::from(errno.unsigned_abs()));
         let sent = self.control().and_then(|control| {
             zygote::send(control.as_fd(), &reply, &[]).map_err(ZygoteError::Control)
         });
+        // After the answer: the zygote's copy of the set may be the last, and tearing its mount
+        // namespace down waits (see `forked`).
+        self.spare = None;
         let restored = self.restore_pid_ns();
         sent?;
         restored
