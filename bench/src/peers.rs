@@ -185,7 +185,9 @@ fn starts(peer: Peer, sample: &Path, n: u64) -> Result<Vec<u64>> {
                 ])
                 .arg("--ro-bind")
                 .arg(sample)
-                .args(["/bootstrap", "--", "/bootstrap"]);
+                .args(["/bootstrap", "--", "/bootstrap"])
+                // Its own process group, stopped as a whole (see below).
+                .process_group(0);
                 c
             }
             Peer::Crun | Peer::Runc => {
@@ -219,6 +221,16 @@ fn starts(peer: Peer, sample: &Path, n: u64) -> Result<Vec<u64>> {
             let _ = child.wait();
             let _ = tool(&["delete", "-f", &id]);
         } else {
+            if matches!(peer, Peer::Bwrap) {
+                // bwrap runs the function under a second bwrap, the first process of the new
+                // pid namespace; `--die-with-parent` did not always take it down with the
+                // first (a few sandboxes a day stayed behind, asleep, reparented to init).
+                // Both are in the group the first one leads.
+                if let Ok(group) = i32::try_from(child.id()) {
+                    // SAFETY: kill takes integers; the group is the one this process made.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
