@@ -221,17 +221,22 @@ fn starts(peer: Peer, sample: &Path, n: u64) -> Result<Vec<u64>> {
             let _ = child.wait();
             let _ = tool(&["delete", "-f", &id]);
         } else {
-            if matches!(peer, Peer::Bwrap) {
-                // bwrap runs the function under a second bwrap, the first process of the new
-                // pid namespace; `--die-with-parent` did not always take it down with the
-                // first (a few sandboxes a day stayed behind, asleep, reparented to init).
-                // Both are in the group the first one leads.
-                if let Ok(group) = i32::try_from(child.id()) {
-                    // SAFETY: kill takes integers; the group is the one this process made.
-                    unsafe { libc::kill(-group, libc::SIGKILL) };
+            // bwrap runs the function under a second bwrap, the first process of the new pid
+            // namespace; `--die-with-parent` did not always take it down with the first (a few
+            // sandboxes a day stayed behind, asleep, reparented to init). All three are in the
+            // group the first one leads.
+            let group = matches!(peer, Peer::Bwrap)
+                .then(|| i32::try_from(child.id()).ok())
+                .flatten();
+            match group {
+                // SAFETY: kill takes integers; the group is the one this process made.
+                Some(group) => unsafe {
+                    libc::kill(-group, libc::SIGKILL);
+                },
+                None => {
+                    let _ = child.kill();
                 }
             }
-            let _ = child.kill();
             let _ = child.wait();
         }
         if i >= n / 10 {

@@ -117,6 +117,14 @@ pub const FORKED_PREPARED: u64 = 1 << 32;
 /// Most descriptors a message may carry.
 pub const MAX_FDS: usize = sys::MAX_FDS;
 
+/// How many descriptors a `Fork` request carries (in the table's order: channel, stdout,
+/// stderr, error pipe, go-ahead pipe).
+pub const FORK_FDS: usize = 5;
+/// Where the error pipe is among a `Fork` request's descriptors.
+pub const FORK_ERROR_PIPE: usize = 3;
+/// Where the go-ahead pipe (read end) is among a `Fork` request's descriptors.
+pub const FORK_GO_AHEAD: usize = 4;
+
 /// Sends `message` with `fds` attached.
 pub fn send(socket: BorrowedFd<'_>, message: &Message, fds: &[RawFd]) -> io::Result<()> {
     sys::send_with_fds(socket, &message.encode(), fds)

@@ -199,13 +199,6 @@ struct AfterFork {
 /// Namespace sets the zygote's helper keeps ready.
 const SPARES: usize = 2;
 
-/// A fork request's descriptors: channel, stdout, stderr, error pipe, go-ahead pipe.
-const REQUEST_FDS: usize = 5;
-/// Where the error pipe is among them.
-const ERROR_PIPE: usize = 3;
-/// Where the go-ahead pipe is among them.
-const GO_AHEAD: usize = 4;
-
 /// How long the zygote waits, after a fork, before it asks its helper for more sets when no
 /// child has exited meanwhile (milliseconds). Not at once: the helper would take the CPU from
 /// the child just forked, which is setting itself up. (Its `SCHED_IDLE` does not stop that
@@ -485,7 +478,7 @@ impl Zygote {
         }
         let mut fds = Vec::with_capacity(zygote::MAX_FDS);
         match zygote::recv(self.control()?, &mut fds, false) {
-            Ok(Some(m)) if m.kind == Kind::Fork && fds.len() == REQUEST_FDS => {
+            Ok(Some(m)) if m.kind == Kind::Fork && fds.len() == zygote::FORK_FDS => {
                 self.spare = self.spares.take(m.b);
                 self.request = Some((m, fds));
                 Ok(true)
@@ -546,8 +539,8 @@ impl Zygote {
         });
         if let Some(after) = &mut self.after {
             // The error pipe (see `AfterFork`).
-            if after.fds.len() > ERROR_PIPE {
-                drop(after.fds.remove(ERROR_PIPE));
+            if after.fds.len() > zygote::FORK_ERROR_PIPE {
+                drop(after.fds.remove(zygote::FORK_ERROR_PIPE));
             }
         }
         // The set the child entered: at once too, while the child holds its namespaces. Closed
@@ -855,7 +848,7 @@ fn child(
     namespaces: Namespaces<'_>,
     kept: Kept<'_>,
 ) -> Result<GuestChannel, ZygoteError> {
-    let mut error_pipe = fds[ERROR_PIPE].as_raw_fd();
+    let mut error_pipe = fds[zygote::FORK_ERROR_PIPE].as_raw_fd();
     if let Err(failure) = enter(fds, namespaces, kept, &mut error_pipe) {
         fail(error_pipe, failure);
     }
@@ -936,7 +929,11 @@ fn enter(
         // The go-ahead: hearth moved this process into its cgroup (EOF: it could not).
         let mut go = [0u8; 1];
         let r = loop {
-            let r = libc::read(fds[GO_AHEAD].as_raw_fd(), go.as_mut_ptr().cast(), 1);
+            let r = libc::read(
+                fds[zygote::FORK_GO_AHEAD].as_raw_fd(),
+                go.as_mut_ptr().cast(),
+                1,
+            );
             if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 break r;
             }
@@ -990,7 +987,7 @@ fn enter(
         }
         // Everything above fd 9 first, so no target number clobbers a source.
         let mut high = [0; 4];
-        for (i, fd) in fds[..=ERROR_PIPE].iter().enumerate() {
+        for (i, fd) in fds[..=zygote::FORK_ERROR_PIPE].iter().enumerate() {
             high[i] = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10);
             check(ChildStep::ArrangeFds, high[i].into())?;
         }

@@ -250,7 +250,8 @@ impl Zygote {
         let ((errors, error_write), (go_read, go_write)) = hearth_sandbox::setup_error_pipe()
             .and_then(|errors| Ok((errors, hearth_sandbox::pipe(false)?)))
             .map_err(|e| prepare(&e))?;
-        let fds = [
+        // In the protocol's order (`FORK_ERROR_PIPE`, `FORK_GO_AHEAD`).
+        let fds: [_; protocol::FORK_FDS] = [
             child.channel.as_raw_fd(),
             child.stdout.unwrap_or(self.devnull.as_fd()).as_raw_fd(),
             child.stderr.unwrap_or(self.devnull.as_fd()).as_raw_fd(),
