@@ -17,7 +17,9 @@
 //! `Runtime.ExitError`; one that writes garbage into its channel answers
 //! `Runtime.InvalidResponse`; each is killed and later invocations get a fresh one. Invocations
 //! queued behind a failed one (pipelining only) never ran and fail with a retryable
-//! `ServiceException`.
+//! `ServiceException`. An invocation given to a new environment forked from a zygote that dies
+//! before taking it (killed with its zygote, or failing its setup) never ran either: it is
+//! placed again, on an idle environment or one started from nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -160,6 +162,14 @@ pub struct ShardStats {
     pub pool: u64,
     /// Invocations queued behind another one.
     pub queued: u64,
+    /// Invocations that started a new environment from nothing (cold starts).
+    pub cold_invocations: u64,
+    /// Invocations that had a new environment forked from a zygote (zygote starts).
+    pub zygote_invocations: u64,
+    /// Invocations given to an environment forked for them that died before taking them (with
+    /// its zygote, or failing its setup), placed again (counted a second time, in the counter
+    /// of how they were placed then).
+    pub placed_again: u64,
     /// Environments started from nothing (each served a cold invocation, or was started ahead
     /// of demand).
     pub cold: u64,
@@ -205,6 +215,18 @@ struct Inflight {
     began: Option<Instant>,
     /// Its caller wants the tail of its log.
     tail: bool,
+    /// Given to an environment a zygote forked for it: what it takes to place it again (see
+    /// `Shard::place_elsewhere`).
+    again: Option<Box<Again>>,
+}
+
+/// An invocation's payload and custom context (`None`: the function's), kept while it waits
+/// for a new environment forked by a zygote, which dies with its zygote should that be killed
+/// while the environment sets itself up.
+#[derive(Debug)]
+struct Again {
+    payload: Vec<u8>,
+    context: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,9 +371,11 @@ impl std::fmt::Debug for Shard {
 /// forked environments share their zygote's network namespace, which is safe only where an
 /// environment started from nothing would share one too (see `hearth_sandbox::Sandbox`).
 fn zygote_capable(config: &crate::FunctionConfig, sandbox: &hearth_sandbox::Sandbox) -> bool {
-    if !config.zygote || sandbox.rootless() || sandbox.landlock_abi() < 6 {
-        return false;
-    }
+    config.zygote && !sandbox.rootless() && sandbox.landlock_abi() >= 6 && forks(config)
+}
+
+/// Whether `config`'s program can be a zygote (see [`zygote_capable`]).
+fn forks(config: &crate::FunctionConfig) -> bool {
     match config.launch {
         Launch::Native => true,
         Launch::RuntimeApi => {
@@ -692,21 +716,25 @@ impl Shard {
         // Exits that already completed must be seen before an idle environment is picked:
         // reading the completion queue costs no syscall unless work is pending.
         self.poll_events();
-        let placed = self.place(function, payload, (tag, sync, tail), ticket);
+        let placed = self.place(function, payload, (tag, sync, tail), ticket, None);
         if placed.is_err() {
             self.shared.account.release(function.concurrency(), ticket);
         }
         placed
     }
 
+    /// Gives the invocation to an idle environment, queues it behind a busy one or starts a new
+    /// one for it. `again`: the request id of an invocation placed a second time (see
+    /// [`Shard::place_elsewhere`]); a new environment for it is started from nothing.
     fn place(
         &mut self,
         function: &Arc<Function>,
         payload: &[u8],
         (tag, sync, tail): (u64, bool, bool),
         ticket: Ticket,
+        again: Option<[u8; 16]>,
     ) -> Result<(), InvokeError> {
-        let request_id = crate::sys::uuid_v4(&mut self.rng);
+        let request_id = again.unwrap_or_else(|| crate::sys::uuid_v4(&mut self.rng));
         let timeout = function.config().timeout;
         let custom_context = self.next_context.take();
         let meta = RequestMeta {
@@ -728,7 +756,7 @@ impl Shard {
             let (key, start) = match self.pick(function, allow_queue) {
                 Some(picked) => picked,
                 None => {
-                    let started = self.start_env(function)?;
+                    let started = self.start_env(function, again.is_none())?;
                     self.note_demand(function, now);
                     started
                 }
@@ -758,6 +786,14 @@ impl Shard {
                     };
                     let deadline = first.then_some(now + allowance + timeout);
                     let began = first.then_some(now);
+                    let again = (start == Start::Zygote).then(|| {
+                        let mut copy = self.buffers.pop().unwrap_or_default();
+                        copy.extend_from_slice(payload);
+                        Box::new(Again {
+                            payload: copy,
+                            context: custom_context.clone(),
+                        })
+                    });
                     env.inflight.push_back(Inflight {
                         tag,
                         sync,
@@ -768,6 +804,7 @@ impl Shard {
                         deadline,
                         began,
                         tail,
+                        again,
                     });
                     env.last_used = now;
                     env.used_since_maintenance = true;
@@ -776,7 +813,8 @@ impl Shard {
                         Start::Warm => self.stats.warm += 1,
                         Start::Pool => self.stats.pool += 1,
                         Start::Queued => self.stats.queued += 1,
-                        Start::Cold | Start::Zygote => {}
+                        Start::Cold => self.stats.cold_invocations += 1,
+                        Start::Zygote => self.stats.zygote_invocations += 1,
                     }
                     if first {
                         self.busy.push(key);
@@ -877,7 +915,13 @@ impl Shard {
         None
     }
 
-    fn start_env(&mut self, function: &Arc<Function>) -> Result<(Key, Start), InvokeError> {
+    /// Starts an environment for `function`: forked from its zygote if `zygote` allows, the
+    /// zygote is ready and the function can be forked, else from nothing.
+    fn start_env(
+        &mut self,
+        function: &Arc<Function>,
+        zygote: bool,
+    ) -> Result<(Key, Start), InvokeError> {
         let config = function.config();
         let service = |what: &str, e: &dyn std::fmt::Display| {
             InvokeError::Service(format!(
@@ -917,7 +961,7 @@ impl Shard {
             (config.command.clone(), config.args.clone(), None)
         };
         // The function's zygote, once ready, forks the environment instead.
-        let forked = if zygote_capable(config, &self.shared.sandbox) {
+        let forked = if zygote && zygote_capable(config, &self.shared.sandbox) {
             let child = ChildSpec {
                 channel: channel.guest_fd(),
                 stdout: output,
@@ -1281,10 +1325,13 @@ impl Shard {
     /// has already been released.
     fn finish(
         &mut self,
-        inflight: Inflight,
+        mut inflight: Inflight,
         result: Result<Outcome, InvokeError>,
         log_tail: Option<Vec<u8>>,
     ) {
+        if let Some(again) = inflight.again.take() {
+            self.recycle(again.payload);
+        }
         if inflight.sync {
             std::mem::swap(&mut self.sync_payload, &mut self.scratch);
             self.sync_result = Some((inflight.tag, result));
@@ -1523,17 +1570,66 @@ impl Shard {
                     self.kill(key, Some(FunctionError::InvalidEntrypoint(f.errno)));
                 }
                 SetupState::Failed(f) => {
-                    self.fail_all(key, &format!("could not start an environment for {function}: {f}"));
+                    self.place_elsewhere(key);
+                    self.fail_all(
+                        key,
+                        &format!("could not start an environment for {function}: {f}"),
+                    );
                 }
                 // It exited while idle, or before taking the invocation it was given.
-                _ if head_taken == Some(false) => self.fail_all(
-                    key,
-                    &format!("the environment exited ({status}) before this invocation started; it did not run"),
-                ),
+                _ if head_taken == Some(false) => {
+                    self.place_elsewhere(key);
+                    self.fail_all(
+                        key,
+                        &format!("the environment exited ({status}) before this invocation started; it did not run"),
+                    );
+                }
                 _ => self.kill(key, Some(FunctionError::ExitError(status))),
             }
         }
         self.release_env(key);
+    }
+
+    /// Places again, on an idle environment or one started from nothing, each invocation that
+    /// was given to `key`'s environment, forked for it by a zygote, which died before taking it
+    /// (killed with its zygote, or failing its setup): the invocation never ran. One that cannot
+    /// be placed fails as [`Shard::place`] would have failed it. Invocations queued behind it
+    /// are left to [`Shard::fail_all`].
+    fn place_elsewhere(&mut self, key: Key) {
+        let Some(env) = self.env_mut(key) else { return };
+        let function = env.function.clone();
+        let (again, rest): (VecDeque<Inflight>, VecDeque<Inflight>) =
+            std::mem::take(&mut env.inflight)
+                .into_iter()
+                .partition(|i| i.again.is_some());
+        env.inflight = rest;
+        if let Some(pool) = self.pools.get_mut(&function.id()) {
+            pool.idle.retain(|k| *k != key);
+            pool.busy.retain(|k| *k != key);
+        }
+        for mut inflight in again {
+            let Some(copy) = inflight.again.take() else {
+                continue;
+            };
+            self.stats.placed_again += 1;
+            self.next_context = copy.context;
+            let placed = self.place(
+                &function,
+                &copy.payload,
+                (inflight.tag, inflight.sync, inflight.tail),
+                inflight.ticket,
+                Some(inflight.request_id),
+            );
+            self.next_context = None;
+            self.recycle(copy.payload);
+            if let Err(e) = placed {
+                self.shared
+                    .account
+                    .release(function.concurrency(), inflight.ticket);
+                self.scratch.clear();
+                self.finish(inflight, Err(e), None);
+            }
+        }
     }
 
     /// Fails every invocation on an environment that never ran any of them with a retryable
@@ -1950,7 +2046,7 @@ impl Shard {
                 return;
             }
             *budget -= 1;
-            match self.start_env(function) {
+            match self.start_env(function, true) {
                 Ok((key, _)) => {
                     if let Some(env) = self.env_mut(key) {
                         env.pooled = true;
@@ -2036,5 +2132,36 @@ impl Shard {
 impl Drop for Shard {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Native and plain Python functions fork from a zygote; Node (V8's own threads), Python
+    /// with an exec wrapper or an extension (they need hearth-init) start from nothing.
+    #[test]
+    fn only_runtimes_that_fork_cooperatively_get_zygotes() {
+        let code = tempfile::tempdir().unwrap();
+        let runtime = |runtime: &str, handler: &str| {
+            let mut config = crate::FunctionConfig::new("f", code.path(), handler);
+            config.launch = Launch::RuntimeApi;
+            config.runtime = runtime.into();
+            config
+        };
+        assert!(forks(&crate::FunctionConfig::new("f", code.path(), "echo")));
+        assert!(forks(&runtime("python3.12", "app.handler")));
+        assert!(!forks(&runtime("nodejs20.x", "index.handler")));
+        let mut wrapped = runtime("python3.12", "app.handler");
+        wrapped
+            .environment
+            .push(("AWS_LAMBDA_EXEC_WRAPPER".into(), "/opt/wrap".into()));
+        assert!(!forks(&wrapped));
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("extensions")).unwrap();
+        let mut extended = runtime("python3.12", "app.handler");
+        extended.layers.push(layer.path().to_owned());
+        assert!(!forks(&extended));
     }
 }

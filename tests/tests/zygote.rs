@@ -90,6 +90,11 @@ fn zygote(f: &Fixture, handler: &str) -> Zygote {
 
 /// As [`zygote`], with `extra` in the function's environment.
 fn zygote_with(f: &Fixture, handler: &str, extra: &[(&str, &str)]) -> Zygote {
+    zygote_limited(f, handler, extra, limits())
+}
+
+/// As [`zygote_with`], the zygote's own cgroup limited by `limits`.
+fn zygote_limited(f: &Fixture, handler: &str, extra: &[(&str, &str)], limits: Limits) -> Zygote {
     let mut env = vec![
         ("_HANDLER".to_owned(), handler.to_owned()),
         ("HEARTH_CHANNEL_FD".to_owned(), "3".to_owned()),
@@ -101,11 +106,10 @@ fn zygote_with(f: &Fixture, handler: &str, extra: &[(&str, &str)]) -> Zygote {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     let unused = HostChannel::create().unwrap();
-    let mut zygote = Zygote::start(
-        &f.sandbox,
-        &zygote_spec(&env, unused.guest_fd(), Some(std::io::stderr().as_fd())),
-    )
-    .expect("zygote starts");
+    let stderr = std::io::stderr();
+    let mut spec = zygote_spec(&env, unused.guest_fd(), Some(stderr.as_fd()));
+    spec.limits = limits;
+    let mut zygote = Zygote::start(&f.sandbox, &spec).expect("zygote starts");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match zygote.poll() {
@@ -251,6 +255,85 @@ fn wait_gone(pid: i32) {
         assert!(Instant::now() < deadline, "process {pid} still there");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A fork the kernel refuses (the zygote's cgroup holds as many processes as its pids limit:
+/// the zygote and its helper) is answered at once with the kernel's errno; the zygote keeps
+/// none of the request's descriptors, stays ready and answers the next request, and forks again
+/// once a process is gone.
+#[test]
+fn a_fork_the_kernel_refuses_is_answered_and_the_zygote_forks_again_later() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture();
+    if no_zygotes_here(&f) {
+        return;
+    }
+    let mut zygote = zygote_limited(
+        &f,
+        "probe",
+        &[],
+        Limits {
+            pids: 2,
+            ..limits()
+        },
+    );
+    let zygote_pid = zygote.process().pid();
+    let helpers = hearth_tests::zygote_helpers(zygote_pid);
+    assert_eq!(helpers.len(), 1, "the zygote and its helper fill the limit");
+    let stderr = std::io::stderr();
+    let channel = HostChannel::create().unwrap();
+    let channel_inode = std::fs::metadata(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&channel.guest_fd())
+    ))
+    .unwrap()
+    .ino();
+    let spec = ChildSpec {
+        channel: channel.guest_fd(),
+        stdout: Some(stderr.as_fd()),
+        stderr: Some(stderr.as_fd()),
+        limits: limits(),
+        tmp_bytes: 16 << 20,
+    };
+    // The zygote's descriptors that lead to the channel's memfd.
+    let held = || {
+        std::fs::read_dir(format!("/proc/{zygote_pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+            .filter(|m| m.ino() == channel_inode)
+            .count()
+    };
+    for attempt in 0..2 {
+        match zygote.fork(&f.sandbox, &spec) {
+            Err(hearth_snapshot::ForkError::Fork(e)) => {
+                assert_eq!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN),
+                    "attempt {attempt}: {e}"
+                )
+            }
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+        assert_eq!(*zygote.poll(), ZygoteState::Ready, "attempt {attempt}");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while held() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the zygote still holds the channel of its failed request"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    // One process fewer in the zygote's cgroup: the next fork succeeds (the child makes its own
+    // namespaces, the helper being gone) and its function answers, isolated.
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(helpers[0], libc::SIGKILL) };
+    wait_gone(helpers[0]);
+    let mut channel = HostChannel::create().unwrap();
+    let (mut env, _) = fork(&f, &mut zygote, &channel);
+    let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
+    assert_eq!(status, ResponseStatus::Ok);
+    hearth_tests::assert_isolated(&serde_json::from_slice(&body).unwrap());
 }
 
 #[test]
@@ -520,6 +603,54 @@ mod engine {
         let new = f.zygote_pids();
         assert!(new.len() == 1 && new != old, "{old:?} -> {new:?}");
         assert!(!process_exists(old[0]));
+    }
+
+    /// The zygote killed while a child it forked for an invocation sets itself up: the child
+    /// dies with it before taking the invocation, which is placed again, on an environment
+    /// started from nothing, and answered; the zygote is replaced.
+    #[test]
+    fn an_invocation_whose_zygote_is_killed_mid_fork_is_served_from_nothing() {
+        let f = fixture("z", |c| {
+            c.environment
+                .push(("SAMPLE_CHILD_PAUSE_MS".into(), "300".into()));
+        });
+        if !f.until_zygote("z") {
+            return;
+        }
+        let zygote = f.zygote_pids()[0];
+        let before: Vec<i32> = hearth_tests::children_of(zygote);
+        // Kills the zygote once it has forked a new child and answered (the child pauses in
+        // its fork handler for 300 ms; the answer takes microseconds).
+        let killer = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if hearth_tests::children_of(zygote)
+                    .iter()
+                    .any(|p| !before.contains(p))
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                    // SAFETY: kill with integer arguments.
+                    unsafe { libc::kill(zygote, libc::SIGKILL) };
+                    return true;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            false
+        });
+        let (outcome, body) = f.invoke_new("z", b"served anyway");
+        assert!(killer.join().unwrap(), "the zygote forked no child");
+        assert!(outcome.error.is_none(), "{outcome:?}");
+        assert_eq!(
+            (outcome.start, body.as_slice()),
+            (Start::Cold, &b"served anyway"[..])
+        );
+        let stats = f.engine.stats();
+        assert_eq!(stats[0].placed_again, 1, "{stats:?}");
+        assert!(!process_exists(zygote));
+        if !f.until_zygote("z") {
+            return;
+        }
+        assert_ne!(f.zygote_pids(), [zygote]);
     }
 
     #[test]

@@ -338,7 +338,11 @@ fn layer_not_found() -> ApiError {
 fn stats_json(shards: &[crate::ShardStats]) -> Value {
     let one = |s: &crate::ShardStats| {
         json!({
-            "Invocations": {"Warm": s.warm, "Pool": s.pool, "Queued": s.queued, "Throttled": s.throttled},
+            "Invocations": {
+                "Warm": s.warm, "Pool": s.pool, "Queued": s.queued, "Cold": s.cold_invocations,
+                "Zygote": s.zygote_invocations, "PlacedAgain": s.placed_again,
+                "Throttled": s.throttled,
+            },
             "EnvironmentsStarted": {"Cold": s.cold, "Zygote": s.zygote},
             "Environments": {
                 "Live": s.live, "Reaped": s.reaped, "TimedOut": s.timeouts, "Exited": s.exits,
@@ -351,6 +355,9 @@ fn stats_json(shards: &[crate::ShardStats]) -> Value {
         total.warm += s.warm;
         total.pool += s.pool;
         total.queued += s.queued;
+        total.cold_invocations += s.cold_invocations;
+        total.zygote_invocations += s.zygote_invocations;
+        total.placed_again += s.placed_again;
         total.throttled += s.throttled;
         total.cold += s.cold;
         total.zygote += s.zygote;
