@@ -17,9 +17,9 @@
 //! `Runtime.ExitError`; one that writes garbage into its channel answers
 //! `Runtime.InvalidResponse`; each is killed and later invocations get a fresh one. Invocations
 //! queued behind a failed one (pipelining only) never ran and fail with a retryable
-//! `ServiceException`. An invocation given to a new environment forked from a zygote that dies
-//! before taking it (killed with its zygote, or failing its setup) never ran either: it is
-//! placed again, on an idle environment or one started from nothing.
+//! `ServiceException`. An invocation given to an environment forked from a zygote that dies
+//! before taking it (for instance with its zygote, killed meanwhile) never ran either: it is
+//! placed again, on an environment started from nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -166,9 +166,8 @@ pub struct ShardStats {
     pub cold_invocations: u64,
     /// Invocations that had a new environment forked from a zygote (zygote starts).
     pub zygote_invocations: u64,
-    /// Invocations given to an environment forked for them that died before taking them (with
-    /// its zygote, or failing its setup), placed again (counted a second time, in the counter
-    /// of how they were placed then).
+    /// Invocations given to an environment forked from a zygote that died before taking them,
+    /// placed again on one started from nothing (counted a second time, in `cold_invocations`).
     pub placed_again: u64,
     /// Environments started from nothing (each served a cold invocation, or was started ahead
     /// of demand).
@@ -215,13 +214,13 @@ struct Inflight {
     began: Option<Instant>,
     /// Its caller wants the tail of its log.
     tail: bool,
-    /// Given to an environment a zygote forked for it: what it takes to place it again (see
-    /// `Shard::place_elsewhere`).
+    /// Given to an environment forked from a zygote before it finished setting itself up: what
+    /// it takes to place it again (see `Shard::place_elsewhere`).
     again: Option<Box<Again>>,
 }
 
 /// An invocation's payload and custom context (`None`: the function's), kept while it waits
-/// for a new environment forked by a zygote, which dies with its zygote should that be killed
+/// for an environment forked by a zygote, which dies with its zygote should that be killed
 /// while the environment sets itself up.
 #[derive(Debug)]
 struct Again {
@@ -713,30 +712,38 @@ impl Shard {
                 return Err(InvokeError::Throttled(throttle));
             }
         };
+        // Taken first: handling an exit below may place another invocation again.
+        let context = self.next_context.take();
         // Exits that already completed must be seen before an idle environment is picked:
         // reading the completion queue costs no syscall unless work is pending.
         self.poll_events();
-        let placed = self.place(function, payload, (tag, sync, tail), ticket, None);
+        let placed = self.place(
+            function,
+            payload,
+            (tag, sync, tail),
+            ticket,
+            (context, None),
+        );
         if placed.is_err() {
             self.shared.account.release(function.concurrency(), ticket);
         }
         placed
     }
 
-    /// Gives the invocation to an idle environment, queues it behind a busy one or starts a new
-    /// one for it. `again`: the request id of an invocation placed a second time (see
-    /// [`Shard::place_elsewhere`]); a new environment for it is started from nothing.
+    /// Gives the invocation (with its custom `context`, `None` for the function's) to an idle
+    /// environment, queues it behind a busy one or starts a new one for it. `again`: the
+    /// request id of an invocation placed a second time (see [`Shard::place_elsewhere`]): it
+    /// gets a new environment started from nothing.
     fn place(
         &mut self,
         function: &Arc<Function>,
         payload: &[u8],
         (tag, sync, tail): (u64, bool, bool),
         ticket: Ticket,
-        again: Option<[u8; 16]>,
+        (custom_context, again): (Option<Vec<u8>>, Option<[u8; 16]>),
     ) -> Result<(), InvokeError> {
         let request_id = again.unwrap_or_else(|| crate::sys::uuid_v4(&mut self.rng));
         let timeout = function.config().timeout;
-        let custom_context = self.next_context.take();
         let meta = RequestMeta {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             request_id,
@@ -753,7 +760,13 @@ impl Shard {
         }
         let mut allow_queue = true;
         for _ in 0..4 {
-            let (key, start) = match self.pick(function, allow_queue) {
+            // Placed again: never an environment that may have died with the same zygote (an
+            // idle or busy sibling whose exit is not handled yet).
+            let picked = match again {
+                None => self.pick(function, allow_queue),
+                Some(_) => None,
+            };
+            let (key, start) = match picked {
                 Some(picked) => picked,
                 None => {
                     let started = self.start_env(function, again.is_none())?;
@@ -786,7 +799,10 @@ impl Shard {
                     };
                     let deadline = first.then_some(now + allowance + timeout);
                     let began = first.then_some(now);
-                    let again = (start == Start::Zygote).then(|| {
+                    // Given to an environment forked from a zygote that has not finished setting
+                    // itself up (new, pooled, or queued behind its first): kept until it
+                    // finishes, in case that environment dies before taking it.
+                    let kept = (env.zygote_pid.is_some() && !env.setup_done).then(|| {
                         let mut copy = self.buffers.pop().unwrap_or_default();
                         copy.extend_from_slice(payload);
                         Box::new(Again {
@@ -804,7 +820,7 @@ impl Shard {
                         deadline,
                         began,
                         tail,
-                        again,
+                        again: kept,
                     });
                     env.last_used = now;
                     env.used_since_maintenance = true;
@@ -1590,44 +1606,58 @@ impl Shard {
         self.release_env(key);
     }
 
-    /// Places again, on an idle environment or one started from nothing, each invocation that
-    /// was given to `key`'s environment, forked for it by a zygote, which died before taking it
-    /// (killed with its zygote, or failing its setup): the invocation never ran. One that cannot
-    /// be placed fails as [`Shard::place`] would have failed it. Invocations queued behind it
-    /// are left to [`Shard::fail_all`].
+    /// Places again, on a new environment started from nothing, each invocation that was given
+    /// to `key`'s environment, forked by a zygote, which died before taking it (for instance
+    /// with its zygote, killed while the environment set itself up): the invocation never ran.
+    /// The zygote, if it is still the function's, is discarded (its children are not to be
+    /// trusted to serve; a new one comes after the back-off). One that cannot be placed fails
+    /// as [`Shard::place`] would have failed it. Each invocation is placed again once at most:
+    /// an environment started from nothing keeps no copy.
     fn place_elsewhere(&mut self, key: Key) {
         let Some(env) = self.env_mut(key) else { return };
         let function = env.function.clone();
+        let zygote = env
+            .zygote_pid
+            .map(|(function_id, zygote_id, _)| (function_id, zygote_id));
         let (again, rest): (VecDeque<Inflight>, VecDeque<Inflight>) =
             std::mem::take(&mut env.inflight)
                 .into_iter()
                 .partition(|i| i.again.is_some());
         env.inflight = rest;
+        if again.is_empty() {
+            return;
+        }
         if let Some(pool) = self.pools.get_mut(&function.id()) {
             pool.idle.retain(|k| *k != key);
             pool.busy.retain(|k| *k != key);
+        }
+        if let Some(zygote) = zygote {
+            self.zygotes.fail(
+                zygote,
+                "an environment it forked died before taking its invocation",
+            );
         }
         for mut inflight in again {
             let Some(copy) = inflight.again.take() else {
                 continue;
             };
-            self.stats.placed_again += 1;
-            self.next_context = copy.context;
             let placed = self.place(
                 &function,
                 &copy.payload,
                 (inflight.tag, inflight.sync, inflight.tail),
                 inflight.ticket,
-                Some(inflight.request_id),
+                (copy.context, Some(inflight.request_id)),
             );
-            self.next_context = None;
             self.recycle(copy.payload);
-            if let Err(e) = placed {
-                self.shared
-                    .account
-                    .release(function.concurrency(), inflight.ticket);
-                self.scratch.clear();
-                self.finish(inflight, Err(e), None);
+            match placed {
+                Ok(()) => self.stats.placed_again += 1,
+                Err(e) => {
+                    self.shared
+                        .account
+                        .release(function.concurrency(), inflight.ticket);
+                    self.scratch.clear();
+                    self.finish(inflight, Err(e), None);
+                }
             }
         }
     }

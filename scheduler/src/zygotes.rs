@@ -111,6 +111,15 @@ impl Zygotes {
         Some(forked)
     }
 
+    /// Discards zygote `zygote_id` of `function_id` if it is still the live one: a child it
+    /// forked died before taking its invocation (with the zygote, which then is broken anyway,
+    /// or on its own: its children are not to be trusted to serve).
+    pub(crate) fn fail(&mut self, (function_id, zygote_id): (u64, u64), why: &str) {
+        if self.zygote_id(function_id) == Some(zygote_id) {
+            self.discard(function_id, why);
+        }
+    }
+
     /// The id of `function`'s current zygote.
     pub(crate) fn zygote_id(&self, function_id: u64) -> Option<u64> {
         self.live.get(&function_id).map(|e| e.zygote.id())

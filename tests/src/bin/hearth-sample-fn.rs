@@ -28,7 +28,7 @@
 #![allow(clippy::exit)] // `exit` and `crash` end the process on purpose
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hearth_ipc::layout::{Control, ARENA_LEN, SLOTS, TOTAL_LEN};
@@ -91,16 +91,17 @@ fn main() {
     if let Some(dir) = std::env::var_os("SAMPLE_INIT_CHDIR") {
         let _ = std::env::set_current_dir(dir);
     }
-    // A zygote whose children pause right after each fork, before their setup (libc runs fork
-    // handlers then): long enough for a test to kill the zygote while a child sets itself up.
+    // A zygote whose children, from its second fork on, pause right after the fork, before
+    // their setup (libc runs fork handlers then): long enough for a test to kill the zygote
+    // while a child sets itself up.
     if let Some(ms) = std::env::var("SAMPLE_CHILD_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         if channel_is_socket() {
-            CHILD_PAUSE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
-            // SAFETY: registers a handler that only sleeps (async-signal-safe).
-            unsafe { libc::pthread_atfork(None, None, Some(pause_child)) };
+            CHILD_PAUSE_MS.store(ms, Ordering::Relaxed);
+            // SAFETY: registers handlers that only count and sleep (async-signal-safe).
+            unsafe { libc::pthread_atfork(Some(count_fork), None, Some(pause_child)) };
         }
     }
     if std::env::var_os("SAMPLE_HANG_AS_ZYGOTE").is_some() && channel_is_socket() {
@@ -253,16 +254,24 @@ fn main() {
     })
 }
 
-/// Whether fd 3 is a socket: this process was started as a zygote.
 /// How long a forked child pauses (see `SAMPLE_CHILD_PAUSE_MS`).
-static CHILD_PAUSE_MS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static CHILD_PAUSE_MS: AtomicU32 = AtomicU32::new(0);
+/// Forks the zygote began, this one included (a child sees its own).
+static FORKS: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn pause_child() {
-    let ms = CHILD_PAUSE_MS.load(std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: usleep takes an integer.
-    unsafe { libc::usleep(ms.saturating_mul(1000)) };
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
+extern "C" fn pause_child() {
+    if FORKS.load(Ordering::Relaxed) >= 2 {
+        let ms = CHILD_PAUSE_MS.load(Ordering::Relaxed);
+        // SAFETY: usleep takes an integer.
+        unsafe { libc::usleep(ms.saturating_mul(1000)) };
+    }
+}
+
+/// Whether fd 3 is a socket: this process was started as a zygote.
 fn channel_is_socket() -> bool {
     // SAFETY: an all-zero stat is a valid value of the plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
