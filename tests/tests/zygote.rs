@@ -336,6 +336,71 @@ fn a_fork_the_kernel_refuses_is_answered_and_the_zygote_forks_again_later() {
     hearth_tests::assert_isolated(&serde_json::from_slice(&body).unwrap());
 }
 
+/// A child that cannot create its namespaces (the zygote's user namespace is allowed no more
+/// ipc namespaces: no set is made ahead before the first fork, so the child makes its own)
+/// reports the step and the kernel's errno and exits without running function code.
+#[test]
+fn a_child_that_cannot_make_its_namespaces_never_runs_function_code() {
+    let f = fixture();
+    if no_zygotes_here(&f) {
+        return;
+    }
+    let mut zygote = zygote(&f, "echo");
+    // In the zygote's user namespace, /proc/sys/user holds that namespace's limits: set from a
+    // forked process (setns into a user namespace needs a single thread), which keeps the
+    // capabilities setns gives it there (an exec would drop them: uid 0 is not mapped there).
+    let ns = std::ffi::CString::new(format!("/proc/{}/ns/user", zygote.process().pid())).unwrap();
+    // SAFETY: the child makes only raw syscalls on memory prepared before the fork, then _exits.
+    #[allow(clippy::multiple_unsafe_ops_per_block)]
+    let limited = unsafe {
+        match libc::fork() {
+            0 => {
+                let fd = libc::open(ns.as_ptr(), libc::O_RDONLY);
+                let sysctl = c"/proc/sys/user/max_ipc_namespaces";
+                let ok = fd >= 0 && libc::setns(fd, libc::CLONE_NEWUSER) == 0 && {
+                    let out = libc::open(sysctl.as_ptr(), libc::O_WRONLY);
+                    out >= 0 && libc::write(out, c"0".as_ptr().cast(), 1) == 1
+                };
+                libc::_exit(if ok { 0 } else { 1 })
+            }
+            child => {
+                let mut status = 0;
+                libc::waitpid(child, &mut status, 0);
+                status
+            }
+        }
+    };
+    assert_eq!(limited, 0, "could not limit the zygote's ipc namespaces");
+    let mut channel = HostChannel::create().unwrap();
+    channel
+        .submit(b"function code ran", &hearth_ipc::RequestMeta::default())
+        .unwrap();
+    let (mut env, _) = fork(&f, &mut zygote, &channel);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failure = loop {
+        if let SetupState::Failed(failure) = env.poll_setup() {
+            break failure;
+        }
+        assert!(Instant::now() < deadline, "no setup failure reported");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(
+        (failure.step as u32, failure.errno),
+        (
+            hearth_ipc::zygote::ChildStep::EnterNamespaces as u32,
+            libc::ENOSPC
+        ),
+        "{failure}"
+    );
+    wait_gone(env.pid());
+    let mut out = Vec::new();
+    assert!(
+        channel.poll(&mut out).unwrap().is_none(),
+        "function code ran"
+    );
+    assert_eq!(*zygote.poll(), ZygoteState::Ready, "the zygote goes on");
+}
+
 #[test]
 fn a_child_that_is_not_moved_into_its_cgroup_never_runs_function_code() {
     use hearth_ipc::zygote::{self as protocol, ChildStep, Kind, Message};
