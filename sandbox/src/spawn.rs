@@ -385,6 +385,12 @@ impl Sandbox {
         self.rootless
     }
 
+    /// Whether zygotes can be started: not in a chroot whose root is not a mount point, where
+    /// the kernel makes no user namespace (a zygote needs one; see [`SpawnError::ZygoteInChroot`]).
+    pub fn zygotes_supported(&self) -> bool {
+        self.switch != plan::RootSwitch::Chroot
+    }
+
     /// The landlock ABI in force (0: none).
     pub fn landlock_abi(&self) -> u32 {
         self.landlock_abi.min(landlock::TARGET_ABI)

@@ -366,11 +366,16 @@ impl std::fmt::Debug for Shard {
 /// Whether `config`'s environments may be forked from a zygote: native functions, and Python
 /// ones without extensions or an exec wrapper (those need hearth-init, which a forked Python
 /// environment does without). Node cannot fork cooperatively (V8 runs threads of its own).
-/// Only where landlock scopes abstract unix sockets and signals (ABI 6+) and not rootless:
+/// Only outside a chroot (no user namespace there), where landlock scopes abstract unix sockets
+/// and signals (ABI 6+) and not rootless:
 /// forked environments share their zygote's network namespace, which is safe only where an
 /// environment started from nothing would share one too (see `hearth_sandbox::Sandbox`).
 fn zygote_capable(config: &crate::FunctionConfig, sandbox: &hearth_sandbox::Sandbox) -> bool {
-    config.zygote && !sandbox.rootless() && sandbox.landlock_abi() >= 6 && forks(config)
+    config.zygote
+        && sandbox.zygotes_supported()
+        && !sandbox.rootless()
+        && sandbox.landlock_abi() >= 6
+        && forks(config)
 }
 
 /// Whether `config`'s program can be a zygote (see [`zygote_capable`]).
