@@ -736,7 +736,7 @@ impl Shard {
     }
 
     /// Gives the invocation (with its custom `context`, `None` for the function's) to an idle
-    /// environment, queues it behind a busy one or starts a new one for it. `again`: the
+    /// environment, queues it behind a busy one or starts a new one for it. `again_id`: the
     /// request id of an invocation placed a second time (see [`Shard::place_elsewhere`]): it
     /// gets a new environment started from nothing.
     fn place(
@@ -745,9 +745,9 @@ impl Shard {
         payload: &[u8],
         (tag, sync, tail): (u64, bool, bool),
         ticket: Ticket,
-        (custom_context, again): (Option<Vec<u8>>, Option<[u8; 16]>),
+        (custom_context, again_id): (Option<Vec<u8>>, Option<[u8; 16]>),
     ) -> Result<(), InvokeError> {
-        let request_id = again.unwrap_or_else(|| crate::sys::uuid_v4(&mut self.rng));
+        let request_id = again_id.unwrap_or_else(|| crate::sys::uuid_v4(&mut self.rng));
         let timeout = function.config().timeout;
         let meta = RequestMeta {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -767,14 +767,14 @@ impl Shard {
         for _ in 0..4 {
             // Placed again: never an environment that may have died with the same zygote (an
             // idle or busy sibling whose exit is not handled yet).
-            let picked = match again {
+            let picked = match again_id {
                 None => self.pick(function, allow_queue),
                 Some(_) => None,
             };
             let (key, start) = match picked {
                 Some(picked) => picked,
                 None => {
-                    let started = self.start_env(function, again.is_none())?;
+                    let started = self.start_env(function, again_id.is_none())?;
                     self.note_demand(function, now);
                     started
                 }
@@ -1617,7 +1617,8 @@ impl Shard {
     /// The zygote, if it is still the function's, is discarded (its children are not to be
     /// trusted to serve; a new one comes after the back-off). One that cannot be placed fails
     /// as [`Shard::place`] would have failed it. Each invocation is placed again once at most:
-    /// an environment started from nothing keeps no copy.
+    /// an environment started from nothing keeps no copy. The caller then calls
+    /// [`Shard::fail_all`] for the rest (it also takes the environment out of its pool).
     fn place_elsewhere(&mut self, key: Key) {
         let Some(env) = self.env_mut(key) else { return };
         let function = env.function.clone();
@@ -1631,10 +1632,6 @@ impl Shard {
         env.inflight = rest;
         if again.is_empty() {
             return;
-        }
-        if let Some(pool) = self.pools.get_mut(&function.id()) {
-            pool.idle.retain(|k| *k != key);
-            pool.busy.retain(|k| *k != key);
         }
         if let Some(zygote) = zygote {
             self.zygotes.fail(
@@ -1656,13 +1653,7 @@ impl Shard {
             self.recycle(copy.payload);
             match placed {
                 Ok(()) => self.stats.placed_again += 1,
-                Err(e) => {
-                    self.shared
-                        .account
-                        .release(function.concurrency(), inflight.ticket);
-                    self.scratch.clear();
-                    self.finish(inflight, Err(e), None);
-                }
+                Err(e) => self.fail_unrun(&function, inflight, e),
             }
         }
     }
@@ -1679,12 +1670,17 @@ impl Shard {
             pool.busy.retain(|k| *k != key);
         }
         for queued in inflight {
-            self.shared
-                .account
-                .release(function.concurrency(), queued.ticket);
-            self.scratch.clear();
-            self.finish(queued, Err(InvokeError::Service(message.to_owned())), None);
+            self.fail_unrun(&function, queued, InvokeError::Service(message.to_owned()));
         }
+    }
+
+    /// Answers an invocation of `function` that never ran with `error`, releasing its ticket.
+    fn fail_unrun(&mut self, function: &Function, inflight: Inflight, error: InvokeError) {
+        self.shared
+            .account
+            .release(function.concurrency(), inflight.ticket);
+        self.scratch.clear();
+        self.finish(inflight, Err(error), None);
     }
 
     /// Reaps a dead environment and frees its slot.

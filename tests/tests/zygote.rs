@@ -125,20 +125,34 @@ fn zygote_limited(f: &Fixture, handler: &str, extra: &[(&str, &str)], limits: Li
     }
 }
 
+/// What the tests' children get: `channel`, this process's stderr for output.
+fn child_spec<'a>(channel: &'a HostChannel, stderr: &'a std::io::Stderr) -> ChildSpec<'a> {
+    ChildSpec {
+        channel: channel.guest_fd(),
+        stdout: Some(stderr.as_fd()),
+        stderr: Some(stderr.as_fd()),
+        limits: limits(),
+        tmp_bytes: 16 << 20,
+    }
+}
+
 fn fork(f: &Fixture, zygote: &mut Zygote, channel: &HostChannel) -> (Environment, u64) {
     let stderr = std::io::stderr();
     zygote
-        .fork(
-            &f.sandbox,
-            &ChildSpec {
-                channel: channel.guest_fd(),
-                stdout: Some(stderr.as_fd()),
-                stderr: Some(stderr.as_fd()),
-                limits: limits(),
-                tmp_bytes: 16 << 20,
-            },
-        )
+        .fork(&f.sandbox, &child_spec(channel, &stderr))
         .expect("fork")
+}
+
+/// The setup failure `env` reports (5 s at most).
+fn setup_failure(env: &mut Environment) -> hearth_sandbox::SetupFailure {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let SetupState::Failed(failure) = env.poll_setup() {
+            return failure;
+        }
+        assert!(Instant::now() < deadline, "no setup failure reported");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
@@ -288,13 +302,7 @@ fn a_fork_the_kernel_refuses_is_answered_and_the_zygote_forks_again_later() {
     ))
     .unwrap()
     .ino();
-    let spec = ChildSpec {
-        channel: channel.guest_fd(),
-        stdout: Some(stderr.as_fd()),
-        stderr: Some(stderr.as_fd()),
-        limits: limits(),
-        tmp_bytes: 16 << 20,
-    };
+    let spec = child_spec(&channel, &stderr);
     // The zygote's descriptors that lead to the channel's memfd.
     let held = || {
         std::fs::read_dir(format!("/proc/{zygote_pid}/fd"))
@@ -376,14 +384,7 @@ fn a_child_that_cannot_make_its_namespaces_never_runs_function_code() {
         .submit(b"function code ran", &hearth_ipc::RequestMeta::default())
         .unwrap();
     let (mut env, _) = fork(&f, &mut zygote, &channel);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let failure = loop {
-        if let SetupState::Failed(failure) = env.poll_setup() {
-            break failure;
-        }
-        assert!(Instant::now() < deadline, "no setup failure reported");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let failure = setup_failure(&mut env);
     assert_eq!(
         (failure.step as u32, failure.errno),
         (
@@ -490,14 +491,7 @@ fn a_child_that_is_not_moved_into_its_cgroup_never_runs_function_code() {
         } else {
             drop(go_write);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let failure = loop {
-            if let SetupState::Failed(failure) = child.poll_setup() {
-                break failure;
-            }
-            assert!(Instant::now() < deadline, "no setup failure reported");
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let failure = setup_failure(&mut child);
         assert_eq!(failure.step as u32, step as u32, "{failure}");
         assert_eq!(failure.errno, errno, "{failure}");
         // It exited with 127, as the zygote reports, and never answered the request.
@@ -675,10 +669,12 @@ mod engine {
     /// started from nothing, and answered; the zygote is replaced.
     #[test]
     fn an_invocation_whose_zygote_is_killed_mid_fork_is_served_from_nothing() {
-        // From the zygote's second fork on, each child pauses 2 s before its setup.
+        // Each child the zygote forks pauses 2 s before its setup (a timeout with room for
+        // that, for the first zygote start below).
         let f = fixture("z", |c| {
             c.environment
                 .push(("SAMPLE_CHILD_PAUSE_MS".into(), "2000".into()));
+            c.timeout = Duration::from_secs(10);
         });
         if !f.until_zygote("z") {
             return;

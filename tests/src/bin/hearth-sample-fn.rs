@@ -91,17 +91,16 @@ fn main() {
     if let Some(dir) = std::env::var_os("SAMPLE_INIT_CHDIR") {
         let _ = std::env::set_current_dir(dir);
     }
-    // A zygote whose children, from its second fork on, pause right after the fork, before
-    // their setup (libc runs fork handlers then): long enough for a test to kill the zygote
-    // while a child sets itself up.
+    // A zygote whose children pause right after the fork, before their setup (libc runs fork
+    // handlers then): long enough for a test to kill the zygote while a child sets itself up.
     if let Some(ms) = std::env::var("SAMPLE_CHILD_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         if channel_is_socket() {
             CHILD_PAUSE_MS.store(ms, Ordering::Relaxed);
-            // SAFETY: registers handlers that only count and sleep (async-signal-safe).
-            unsafe { libc::pthread_atfork(Some(count_fork), None, Some(pause_child)) };
+            // SAFETY: registers a handler that only sleeps (async-signal-safe).
+            unsafe { libc::pthread_atfork(None, None, Some(pause_child)) };
         }
     }
     if std::env::var_os("SAMPLE_HANG_AS_ZYGOTE").is_some() && channel_is_socket() {
@@ -256,19 +255,11 @@ fn main() {
 
 /// How long a forked child pauses (see `SAMPLE_CHILD_PAUSE_MS`).
 static CHILD_PAUSE_MS: AtomicU32 = AtomicU32::new(0);
-/// Forks the zygote began, this one included (a child sees its own).
-static FORKS: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn count_fork() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
-}
 
 extern "C" fn pause_child() {
-    if FORKS.load(Ordering::Relaxed) >= 2 {
-        let ms = CHILD_PAUSE_MS.load(Ordering::Relaxed);
-        // SAFETY: usleep takes an integer.
-        unsafe { libc::usleep(ms.saturating_mul(1000)) };
-    }
+    let ms = CHILD_PAUSE_MS.load(Ordering::Relaxed);
+    // SAFETY: usleep takes an integer.
+    unsafe { libc::usleep(ms.saturating_mul(1000)) };
 }
 
 /// Whether fd 3 is a socket: this process was started as a zygote.
