@@ -118,6 +118,38 @@ pub fn futex_wake(word: &AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
 }
 
+/// A 0 µs CPU-latency request (idle CPUs poll instead of halting) held until the file is
+/// dropped, as each of hearth's shards holds one while busy (`EngineConfig::idle_cpu_poll`):
+/// the limits and peers run under it so that their ratios to hearth's scenarios compare like
+/// with like. `None` where the engine's is off by default or the device cannot be opened
+/// (not root).
+pub fn idle_cpus_poll() -> Option<std::fs::File> {
+    use std::io::Write;
+    if hearth_scheduler::EngineConfig::default()
+        .idle_cpu_poll
+        .is_zero()
+    {
+        return None;
+    }
+    let mut device = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/cpu_dma_latency")
+        .ok()?;
+    device.write_all(&0i32.to_ne_bytes()).ok()?;
+    Some(device)
+}
+
+/// Whether [`idle_cpus_poll`] can hold a request (checked without making one).
+pub fn idle_cpus_poll_available() -> bool {
+    !hearth_scheduler::EngineConfig::default()
+        .idle_cpu_poll
+        .is_zero()
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")
+            .is_ok()
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

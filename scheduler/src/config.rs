@@ -118,6 +118,10 @@ pub struct EngineConfig {
     pub runtime_dir: Option<PathBuf>,
     /// Where function logs are kept (`None`: only the `Tail` of each invocation is kept).
     pub logs: Option<LogConfig>,
+    /// How long after a shard's last invocation idle CPUs keep polling instead of halting
+    /// (the shard holds a 0 µs CPU-latency request, see `cpu_latency.rs`): a halted CPU is slow
+    /// to wake, above all on a virtual machine. Zero turns it off; it is off without root.
+    pub idle_cpu_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -136,6 +140,7 @@ impl Default for EngineConfig {
             account_id: "123456789012".into(),
             runtime_dir: None,
             logs: None,
+            idle_cpu_poll: Duration::from_millis(100),
         }
     }
 }

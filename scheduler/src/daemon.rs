@@ -84,6 +84,9 @@ pub struct FileConfig {
     /// Most idle environments a function keeps ready per shard beyond provisioned concurrency
     /// (default 4; 0 turns the adaptive pool off).
     pub adaptive_pool: Option<usize>,
+    /// Milliseconds idle CPUs keep polling after a shard's last invocation instead of halting
+    /// (default 100; 0: they halt at once, as without hearth).
+    pub idle_cpu_poll_ms: Option<u64>,
     /// Milliseconds a client has to send a request head (default 10000).
     pub head_timeout_ms: Option<u64>,
     /// Milliseconds a request body may pause (default 10000).

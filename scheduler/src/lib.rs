@@ -35,6 +35,8 @@ pub mod auth;
 mod code;
 mod config;
 #[cfg(not(loom))]
+mod cpu_latency;
+#[cfg(not(loom))]
 pub mod daemon;
 #[cfg(not(loom))]
 mod engine;

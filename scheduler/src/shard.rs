@@ -34,6 +34,7 @@ use hearth_snapshot::{ChildSpec, Zygote};
 
 use crate::admission::Ticket;
 use crate::config::{EnvCpus, FunctionOutput, Launch};
+use crate::cpu_latency::CpuLatency;
 use crate::engine::Shared;
 use crate::error::{FunctionError, InvokeError};
 use crate::logs::{Capture, LogQueue, Report, ShardLogs, MAX_RECORD_OUTPUT};
@@ -352,6 +353,8 @@ pub struct Shard {
     zygotes: Zygotes,
     /// New channels made ahead of cold starts ([`SPARE_CHANNELS`]).
     spare_channels: Vec<HostChannel>,
+    /// Keeps idle CPUs polling while this shard is busy.
+    cpu_latency: CpuLatency,
 }
 
 impl std::fmt::Debug for Shard {
@@ -479,6 +482,7 @@ impl Shard {
                 tracing::warn!("env_cpus same_as_shard without the cpuset controller: environments are placed by affinity only, which a function can widen");
             }
         }
+        let cpu_latency = CpuLatency::new(shared.config.idle_cpu_poll);
         let mut shard = Self {
             local_cpus,
             last_concurrent: None,
@@ -513,6 +517,7 @@ impl Shard {
             record: Vec::new(),
             zygotes: Zygotes::default(),
             spare_channels: Vec::new(),
+            cpu_latency,
         };
         if let Some(fd) = &shard.mailbox {
             // SAFETY of lifetimes: the eventfd is owned by the shard and outlives its ring.
@@ -843,6 +848,10 @@ impl Shard {
                             pool.busy.push(key);
                         }
                     }
+                    // After the environment has its invocation: the first of a busy spell
+                    // makes idle CPUs poll from now on (and wakes them, a syscall and an IPI
+                    // each), which this one need not wait for.
+                    self.cpu_latency.active(now);
                     return Ok(());
                 }
                 Err(SubmitError::Full) => {
@@ -1845,6 +1854,7 @@ impl Shard {
     pub(crate) fn maintain(&mut self) {
         let now = Instant::now();
         self.next_maintenance = now + MAINTENANCE_INTERVAL;
+        self.cpu_latency.maintain(now);
         let keep_alive = self.shared.config.keep_alive;
         let mut reap = Vec::new();
         // Provisioned versions keep their share of environments past the keep-alive; the

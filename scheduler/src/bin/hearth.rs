@@ -30,7 +30,7 @@ usage: hearth serve [--listen ADDR]... [--data-dir DIR] [--config FILE] [--insec
   --data-dir DIR       state directory (default: $XDG_DATA_HOME/hearth or ~/.local/share/hearth)
   --config FILE        JSON: listen, data_dir, access_keys [{id, secret}], region, account_id,
                        account_concurrency, shards, env_cpus, adaptive_pool,
-                       head_timeout_ms, body_timeout_ms, idle_timeout_ms
+                       idle_cpu_poll_ms, head_timeout_ms, body_timeout_ms, idle_timeout_ms
   --insecure-no-auth   accept unsigned requests (local experiments only)
   --follow, -f         (logs) keep printing what the function logs
 
@@ -138,8 +138,11 @@ fn config(args: Args) -> Result<ServeConfig, String> {
     if let Some(n) = file.adaptive_pool {
         engine.adaptive_pool = n;
     }
-    let mut timeouts = Timeouts::default();
     let ms = Duration::from_millis;
+    if let Some(t) = file.idle_cpu_poll_ms {
+        engine.idle_cpu_poll = ms(t);
+    }
+    let mut timeouts = Timeouts::default();
     if let Some(t) = file.head_timeout_ms {
         timeouts.head = ms(t.max(1));
     }
