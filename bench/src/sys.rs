@@ -118,36 +118,35 @@ pub fn futex_wake(word: &AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
 }
 
-/// A 0 µs CPU-latency request (idle CPUs poll instead of halting) held until the file is
-/// dropped, as each of hearth's shards holds one while busy (`EngineConfig::idle_cpu_poll`):
-/// the limits and peers run under it so that their ratios to hearth's scenarios compare like
-/// with like. `None` where the engine's is off by default or the device cannot be opened
-/// (not root).
-pub fn idle_cpus_poll() -> Option<std::fs::File> {
-    use std::io::Write;
+/// The kernel's CPU-latency request device, opened (a request at the default, which changes
+/// nothing yet), where the engine's idle polling is on by default (`EngineConfig::idle_cpu_poll`)
+/// and the device can be opened (root).
+fn cpu_latency_device() -> Option<std::fs::File> {
     if hearth_scheduler::EngineConfig::default()
         .idle_cpu_poll
         .is_zero()
     {
         return None;
     }
-    let mut device = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/cpu_dma_latency")
-        .ok()?;
+        .ok()
+}
+
+/// A 0 µs CPU-latency request (idle CPUs poll instead of halting) held until the file is
+/// dropped, as each of hearth's shards holds one while busy: the limits and peers run under
+/// it so that their ratios to hearth's scenarios compare like with like.
+pub fn idle_cpus_poll() -> Option<std::fs::File> {
+    use std::io::Write;
+    let mut device = cpu_latency_device()?;
     device.write_all(&0i32.to_ne_bytes()).ok()?;
     Some(device)
 }
 
-/// Whether [`idle_cpus_poll`] can hold a request (checked without making one).
+/// Whether [`idle_cpus_poll`] can hold a request.
 pub fn idle_cpus_poll_available() -> bool {
-    !hearth_scheduler::EngineConfig::default()
-        .idle_cpu_poll
-        .is_zero()
-        && std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/cpu_dma_latency")
-            .is_ok()
+    cpu_latency_device().is_some()
 }
 
 /// Whether this process runs as root.
