@@ -118,35 +118,30 @@ pub fn futex_wake(word: &AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
 }
 
-/// The kernel's CPU-latency request device, opened (a request at the default, which changes
-/// nothing yet), where the engine's idle polling is on by default (`EngineConfig::idle_cpu_poll`)
-/// and the device can be opened (root).
-fn cpu_latency_device() -> Option<std::fs::File> {
+/// A CPU-latency request at the default (it changes nothing yet), where the engine's idle
+/// polling is on by default (`EngineConfig::idle_cpu_poll`) and the device can be opened (root).
+fn cpu_latency_request() -> Option<hearth_scheduler::CpuLatencyRequest> {
     if hearth_scheduler::EngineConfig::default()
         .idle_cpu_poll
         .is_zero()
     {
         return None;
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/cpu_dma_latency")
-        .ok()
+    hearth_scheduler::CpuLatencyRequest::open().ok()
 }
 
-/// A 0 µs CPU-latency request (idle CPUs poll instead of halting) held until the file is
-/// dropped, as each of hearth's shards holds one while busy: the limits and peers run under
-/// it so that their ratios to hearth's scenarios compare like with like.
-pub fn idle_cpus_poll() -> Option<std::fs::File> {
-    use std::io::Write;
-    let mut device = cpu_latency_device()?;
-    device.write_all(&0i32.to_ne_bytes()).ok()?;
-    Some(device)
+/// Idle CPUs that poll instead of halting until the request is dropped, as each of hearth's
+/// shards asks while busy: the limits and peers run under it so that their ratios to hearth's
+/// scenarios compare like with like.
+pub fn idle_cpus_poll() -> Option<hearth_scheduler::CpuLatencyRequest> {
+    let mut request = cpu_latency_request()?;
+    request.poll(true).ok()?;
+    Some(request)
 }
 
 /// Whether [`idle_cpus_poll`] can hold a request.
 pub fn idle_cpus_poll_available() -> bool {
-    cpu_latency_device().is_some()
+    cpu_latency_request().is_some()
 }
 
 /// Whether this process runs as root.

@@ -34,11 +34,35 @@ const BUSY_US: i32 = 0;
 /// default" (no constraint).
 const QUIET_US: i32 = -1;
 
+/// One CPU-latency request of this process, which the kernel drops when it is dropped. The
+/// shards hold one each (see the module docs); `hearth-bench` holds one while its limits and
+/// peers run, so that they run under the same condition as hearth's scenarios.
+#[derive(Debug)]
+pub struct CpuLatencyRequest {
+    device: File,
+}
+
+impl CpuLatencyRequest {
+    /// Opens a request at the kernel's default (no constraint: nothing changes yet). Needs
+    /// root.
+    pub fn open() -> std::io::Result<Self> {
+        let device = std::fs::OpenOptions::new().write(true).open(DEVICE)?;
+        Ok(Self { device })
+    }
+
+    /// Asks for idle CPUs that poll (`true`: 0 µs) or back for the default.
+    pub fn poll(&mut self, poll: bool) -> std::io::Result<()> {
+        let us = if poll { BUSY_US } else { QUIET_US };
+        // The device takes the value as 4 bytes in native order.
+        self.device.write_all(&us.to_ne_bytes())
+    }
+}
+
 /// One shard's request.
 #[derive(Debug)]
 pub(crate) struct CpuLatency {
     /// The open request; `None` when turned off or the device cannot be opened.
-    device: Option<File>,
+    request: Option<CpuLatencyRequest>,
     /// How long after the last invocation the request is held.
     window: Duration,
     /// Whether the request is at [`BUSY_US`] now.
@@ -50,11 +74,11 @@ pub(crate) struct CpuLatency {
 impl CpuLatency {
     /// A request that polls for `window` after each invocation (zero: never).
     pub(crate) fn new(window: Duration) -> Self {
-        let device = if window.is_zero() {
+        let request = if window.is_zero() {
             None
         } else {
-            match std::fs::OpenOptions::new().write(true).open(DEVICE) {
-                Ok(file) => Some(file),
+            match CpuLatencyRequest::open() {
+                Ok(request) => Some(request),
                 Err(e) => {
                     // Expected without root; worth a warning (once) with it.
                     // SAFETY: geteuid cannot fail.
@@ -68,9 +92,8 @@ impl CpuLatency {
                 }
             }
         };
-        // Opening it adds a request with the default value: no constraint yet.
         Self {
-            device,
+            request,
             window,
             held: false,
             last_active: Instant::now(),
@@ -82,15 +105,15 @@ impl CpuLatency {
     #[inline]
     pub(crate) fn active(&mut self, now: Instant) {
         self.last_active = now;
-        if !self.held && self.device.is_some() {
-            self.set(BUSY_US);
+        if !self.held && self.request.is_some() {
+            self.set(true);
         }
     }
 
     /// Lets the request go once `window` has passed since the last invocation (housekeeping).
     pub(crate) fn maintain(&mut self, now: Instant) {
         if self.held && now.saturating_duration_since(self.last_active) >= self.window {
-            self.set(QUIET_US);
+            self.set(false);
         }
     }
 
@@ -100,16 +123,15 @@ impl CpuLatency {
         self.held
     }
 
-    fn set(&mut self, us: i32) {
-        let Some(device) = &mut self.device else {
+    fn set(&mut self, poll: bool) {
+        let Some(request) = &mut self.request else {
             return;
         };
-        // The device takes the value as 4 bytes in native order.
-        match device.write(&us.to_ne_bytes()) {
-            Ok(4) => self.held = us == BUSY_US,
-            other => {
-                tracing::debug!(result = ?other, "writing {DEVICE} failed: idle CPUs halt as usual");
-                self.device = None;
+        match request.poll(poll) {
+            Ok(()) => self.held = poll,
+            Err(e) => {
+                tracing::debug!(error = %e, "writing {DEVICE} failed: idle CPUs halt as usual");
+                self.request = None;
                 self.held = false;
             }
         }

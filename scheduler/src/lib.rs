@@ -70,6 +70,8 @@ pub use config::{
     DEFAULT_ACCOUNT_CONCURRENCY, MIN_UNRESERVED_CONCURRENCY, RESERVED_ENV,
 };
 #[cfg(not(loom))]
+pub use cpu_latency::CpuLatencyRequest;
+#[cfg(not(loom))]
 pub use engine::{Engine, EngineError};
 pub use error::{FunctionError, InvokeError, RegistryError, Throttle, ThrottleReason};
 #[cfg(not(loom))]

@@ -143,6 +143,17 @@ fn fork(f: &Fixture, zygote: &mut Zygote, channel: &HostChannel) -> (Environment
         .expect("fork")
 }
 
+/// Forks an environment running the isolation probe and returns the probe's report, with the
+/// environment and its channel (alive until dropped).
+fn forked_probe(f: &Fixture, zygote: &mut Zygote) -> (Value, Environment, HostChannel) {
+    let mut channel = HostChannel::create().unwrap();
+    let (mut env, _) = fork(f, zygote, &channel);
+    let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
+    assert_eq!(status, ResponseStatus::Ok);
+    let report = serde_json::from_slice(&body).expect("the probe's report");
+    (report, env, channel)
+}
+
 /// The setup failure `env` reports (5 s at most).
 fn setup_failure(env: &mut Environment) -> hearth_sandbox::SetupFailure {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -165,11 +176,7 @@ fn forked_environments_are_isolated_like_any_environment() {
     let mut reports = Vec::new();
     let mut envs = Vec::new();
     for _ in 0..2 {
-        let mut channel = HostChannel::create().unwrap();
-        let (mut env, _) = fork(&f, &mut zygote, &channel);
-        let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
-        assert_eq!(status, ResponseStatus::Ok);
-        let report: Value = serde_json::from_slice(&body).unwrap();
+        let (report, env, channel) = forked_probe(&f, &mut zygote);
         reports.push(report);
         envs.push((env, channel));
     }
@@ -232,11 +239,7 @@ fn children_enter_namespaces_made_ahead_and_share_none_of_them() {
             envs.len(),
             zygote.prepared_forks()
         );
-        let mut channel = HostChannel::create().unwrap();
-        let (mut env, _) = fork(&f, &mut zygote, &channel);
-        let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
-        assert_eq!(status, ResponseStatus::Ok);
-        let report: Value = serde_json::from_slice(&body).unwrap();
+        let (report, env, channel) = forked_probe(&f, &mut zygote);
         hearth_tests::assert_isolated(&report);
         assert_eq!(report["cwd"], "/var/task", "where Init left it");
         // Namespace ids are unique while the namespaces live: every environment is kept.
@@ -337,11 +340,8 @@ fn a_fork_the_kernel_refuses_is_answered_and_the_zygote_forks_again_later() {
     // SAFETY: kill with integer arguments.
     unsafe { libc::kill(helpers[0], libc::SIGKILL) };
     wait_gone(helpers[0]);
-    let mut channel = HostChannel::create().unwrap();
-    let (mut env, _) = fork(&f, &mut zygote, &channel);
-    let (status, body) = invoke(&mut channel, &mut env, b"{}").expect("probe answers");
-    assert_eq!(status, ResponseStatus::Ok);
-    hearth_tests::assert_isolated(&serde_json::from_slice(&body).unwrap());
+    let (report, _env, _channel) = forked_probe(&f, &mut zygote);
+    hearth_tests::assert_isolated(&report);
 }
 
 /// A child that cannot create its namespaces (the zygote's user namespace is allowed no more
