@@ -191,6 +191,8 @@ pub unsafe extern "C" fn hearth_channel_respond(
     } else {
         ResponseStatus::Unhandled
     };
+    // A zygote's child may have to list the pages it wrote first (see `hotpages`).
+    crate::hotpages::report();
     match channel.respond_timed(id, status, body, run_us) {
         Ok(()) => 0,
         Err(_) => -libc::EPROTO,

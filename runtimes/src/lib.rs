@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod ffi;
+mod hotpages;
 pub mod init;
 mod zygote;
 
@@ -178,6 +179,10 @@ where
         let run_us = taken.map_or(0, |t| {
             u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
         });
+        if taken.is_some() {
+            // A zygote's child may have to list the pages it wrote ([`hotpages`]).
+            hotpages::report();
+        }
         let answered = match result {
             Ok(body) => channel.respond_timed(request.id, ResponseStatus::Ok, &body, run_us),
             Err(e) => {

@@ -7,8 +7,10 @@
 //! `zygote`): fd 3 is a control socket (protocol: [`hearth_ipc::zygote`]), it runs in a user
 //! namespace of its own where it keeps `CAP_SYS_ADMIN`, `CAP_SYS_CHROOT` and `CAP_SETPCAP`,
 //! under a seccomp policy that also allows what a child's setup needs, without landlock; fd 5
-//! holds its children's seccomp program and fd 6, where landlock is in force, their landlock
-//! rules ([`hearth_ipc::landlock`]).
+//! holds its children's seccomp program, fd 6, where landlock is in force, their landlock
+//! rules ([`hearth_ipc::landlock`]), and fd 7, where io_uring is available, the ring it pins
+//! the pages its children write with, so that their forks copy those pages instead of each
+//! child faulting on them ([`crate::hotpages`]).
 //!
 //! A zygote forks one helper process when it starts. After the first fork request (which
 //! tells it the size of `/tmp`), the helper makes sets of namespaces ahead for the next
@@ -178,6 +180,9 @@ pub(crate) struct Zygote {
     /// Its working directory, where a child that enters a prepared mount namespace goes back
     /// to (`setns` moves it to the namespace's root).
     cwd: std::ffi::CString,
+    /// The pages its children write, learned from one of them and pinned
+    /// ([`crate::hotpages`]).
+    hot_pages: crate::hotpages::HotPages,
 }
 
 /// What the zygote still has to do after a fork once it has answered hearth (and gone back to
@@ -346,6 +351,7 @@ impl Zygote {
             spare: None,
             after: None,
             cwd,
+            hot_pages: crate::hotpages::HotPages::new(),
         })
     }
 
@@ -415,6 +421,7 @@ impl Zygote {
             if hook_due {
                 call(hooks.parent);
             }
+            self.hot_pages.poll();
             if handled? {
                 return Ok(());
             }
@@ -483,6 +490,7 @@ impl Zygote {
                 self.request = Some((m, fds));
                 Ok(true)
             }
+
             Ok(Some(_)) => Ok(false),
             Ok(None) => Err(ZygoteError::Closed),
             Err(e) => Err(ZygoteError::Control(e)),
@@ -496,6 +504,7 @@ impl Zygote {
             let ns = std::fs::File::open("/proc/self/ns/pid").map_err(ZygoteError::Setup)?;
             self.own_pid_ns = Some(ns.into());
         }
+        self.hot_pages.before_fork(&self.forked);
         // SAFETY: unshare with a constant flag.
         if unsafe { libc::unshare(libc::CLONE_NEWPID) } < 0 {
             return Err(ZygoteError::Setup(io::Error::last_os_error()));
@@ -551,6 +560,7 @@ impl Zygote {
         // At once, not when it next wakes: a process started meanwhile (by a signal handler
         // Init installed) must not land in the child's pid namespace.
         let restored = self.restore_pid_ns();
+        self.hot_pages.forked(pid);
         sent?;
         restored?;
         self.spares.wanted = Some(tmp_bytes);

@@ -69,12 +69,14 @@ pub(crate) struct FdPlan {
     pub zygote: Option<ZygoteFds>,
 }
 
-/// What a zygote keeps for its children: their seccomp program (at fd 5) and, where landlock
-/// is in force, their landlock rules (at fd 6, see `EnvSpec::zygote`).
+/// What a zygote keeps for its children: their seccomp program (at fd 5), where landlock is
+/// in force their landlock rules (at fd 6), and where io_uring is available the ring it pins
+/// the pages they write with (at fd 7; see `EnvSpec::zygote`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ZygoteFds {
     pub filter: RawFd,
     pub rules: Option<RawFd>,
+    pub ring: Option<RawFd>,
 }
 
 /// `execve` arguments: NUL-terminated pointer arrays into owned strings.
@@ -365,6 +367,7 @@ fn arrange_fds<S: Sys>(fds: FdPlan, sys: &mut S, error_fd: &mut RawFd) -> Result
             Ok((
                 high(sys, z.filter)?,
                 z.rules.map(|fd| high(sys, fd)).transpose()?,
+                z.ring.map(|fd| high(sys, fd)).transpose()?,
             ))
         })
         .transpose()?;
@@ -374,12 +377,16 @@ fn arrange_fds<S: Sys>(fds: FdPlan, sys: &mut S, error_fd: &mut RawFd) -> Result
         at(Step::ArrangeFds, sys.dup3(fd, target, false))?;
     }
     let mut first_closed = 5;
-    if let Some((filter, rules)) = zygote {
+    if let Some((filter, rules, ring)) = zygote {
         at(Step::ArrangeFds, sys.dup3(filter, ZYGOTE_FILTER_FD, false))?;
         first_closed = ZYGOTE_FILTER_FD + 1;
         if let Some(rules) = rules {
             at(Step::ArrangeFds, sys.dup3(rules, ZYGOTE_RULES_FD, false))?;
             first_closed = ZYGOTE_RULES_FD + 1;
+        }
+        if let Some(ring) = ring {
+            at(Step::ArrangeFds, sys.dup3(ring, ZYGOTE_RING_FD, false))?;
+            first_closed = ZYGOTE_RING_FD + 1;
         }
     }
     at(Step::CloseFds, sys.close_from(first_closed))
@@ -389,6 +396,8 @@ fn arrange_fds<S: Sys>(fds: FdPlan, sys: &mut S, error_fd: &mut RawFd) -> Result
 pub(crate) const ZYGOTE_FILTER_FD: RawFd = 5;
 /// Where a zygote finds the landlock rules its children build their rulesets from.
 pub(crate) const ZYGOTE_RULES_FD: RawFd = 6;
+/// Where a zygote finds the ring it pins its children's pages with.
+pub(crate) const ZYGOTE_RING_FD: RawFd = 7;
 
 fn landlock_ruleset<S: Sys>(plan: &LandlockPlan, sys: &mut S) -> Result<RawFd, Failure> {
     let ruleset = at(

@@ -297,6 +297,7 @@ pub(crate) fn build(
         .into_iter()
         .chain(fds.zygote.map(|z| z.filter))
         .chain(fds.zygote.and_then(|z| z.rules))
+        .chain(fds.zygote.and_then(|z| z.ring))
         .chain(cgroup_procs.iter().copied())
         .chain(fixed.netns)
         .chain(userns_sync)
@@ -480,6 +481,7 @@ mod tests {
         let fds = ZygoteFds {
             filter: 40,
             rules: Some(41),
+            ring: Some(42),
         };
         let (rec, (step, errno)) = recorded_full(None, RootSwitch::Pivot, Some(fds));
         assert_eq!((step, errno), (Step::Exec, 0));
@@ -506,8 +508,9 @@ mod tests {
         assert!(at("ambient_raise 18") < at("ambient_raise 21"));
         assert!(at("ambient_raise 21") < at("seccomp"));
         // Not landlocked (its children build their own rulesets); the children's seccomp
-        // program (fd 40 here) is kept at fd 5 and their landlock rules (fd 41) at fd 6, neither
-        // close-on-exec; the zygote's own filter is loaded.
+        // program (fd 40 here) is kept at fd 5, their landlock rules (fd 41) at fd 6 and the
+        // page-pinning ring (fd 42) at fd 7, none close-on-exec; the zygote's own filter is
+        // loaded.
         assert!(!rec.calls.iter().any(|c| c.starts_with("landlock")));
         // Where `from` ended up: its copy above 9, then that copy moved to `target`.
         let moved = |from: RawFd, target: RawFd| {
@@ -515,9 +518,12 @@ mod tests {
             let high = high.rsplit(' ').next().unwrap();
             rec.position(&format!("dup3 {high} {target} false"))
         };
-        assert!(moved(40, 5) < at("close_range 7"), "{:?}", rec.calls);
-        assert!(moved(41, 6) < at("close_range 7"), "{:?}", rec.calls);
-        assert!(at("close_range 7") < at("seccomp"));
+        // (The close from fd 8 up, not an earlier "close_range 8..=N" of unused fds.)
+        let close_rest = rec.calls.iter().position(|c| c == "close_range 8").unwrap();
+        assert!(moved(40, 5) < close_rest, "{:?}", rec.calls);
+        assert!(moved(41, 6) < close_rest, "{:?}", rec.calls);
+        assert!(moved(42, 7) < close_rest, "{:?}", rec.calls);
+        assert!(close_rest < at("seccomp"));
         assert_eq!(rec.calls.last().unwrap(), "execve /var/task/bootstrap");
     }
 

@@ -351,6 +351,7 @@ mod tests {
             "landlock_create_ruleset",
             "landlock_add_rule",
             "landlock_restrict_self",
+            "io_uring_register",
         ];
         for rule in &native {
             if !widened.contains(&rule.syscall.as_str()) {
@@ -387,11 +388,18 @@ mod tests {
         assert!(names(&zygote, "mount")
             .iter()
             .all(|r| r.condition.is_some() && r.action == Action::Allow));
+        // io_uring: registering buffers (opcode 0) on the ring hearth gave it, nothing else;
+        // no ring of its own, no submissions.
+        assert_eq!(
+            conditions("io_uring_register"),
+            [(Action::Allow, Some((1, u64::MAX, 0)))]
+        );
         for still in [
             "clone",
             "ptrace",
             "bpf",
             "io_uring_setup",
+            "io_uring_enter",
             "umount2",
             "move_mount",
         ] {

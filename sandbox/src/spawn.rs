@@ -215,8 +215,9 @@ pub struct EnvSpec<'a> {
     /// Start a zygote instead of an environment: the program runs in a user namespace of its
     /// own, keeping `CAP_SYS_ADMIN` and `CAP_SETPCAP` there, under the zygote seccomp policy,
     /// with its own network namespace, and not landlocked; it finds its children's seccomp
-    /// program at fd 5 and [`ZygoteSpec`]'s landlock rules at fd 6, and `channel` (fd 3) is
-    /// its control socket. See `hearth-snapshot`.
+    /// program at fd 5, [`ZygoteSpec`]'s landlock rules at fd 6 and (where io_uring is
+    /// available) a ring that can only register buffers at fd 7 ([`buffer_pinning_ring`]), and
+    /// `channel` (fd 3) is its control socket. See `hearth-snapshot`.
     pub zygote: Option<ZygoteSpec<'a>>,
 }
 
@@ -437,6 +438,10 @@ impl Sandbox {
         } else {
             None
         };
+        // A zygote's ring for pinning the pages its children write (fd 7; see
+        // `buffer_pinning_ring`). Where io_uring is unavailable the zygote goes without: its
+        // children then copy those pages on their first writes, as any forked process does.
+        let ring = spec.zygote.and_then(|_| sys::buffer_pinning_ring().ok());
         let fixed = plan::Fixed {
             root: &self.root,
             seccomp: if spec.zygote.is_some() {
@@ -456,6 +461,7 @@ impl Sandbox {
             zygote: spec.zygote.map(|z| ZygoteFds {
                 filter: self.child_filter.as_raw_fd(),
                 rules: z.landlock_rules.map(|fd| fd.as_raw_fd()),
+                ring: ring.as_ref().map(AsRawFd::as_raw_fd),
             }),
             as_root: !self.rootless,
         };

@@ -496,3 +496,118 @@ pub(crate) fn pidfd_info(pidfd: BorrowedFd<'_>) -> Option<(i32, i32)> {
         .ok()?;
     Some((pid, ppid))
 }
+
+/// An io_uring that can do one thing: register buffers (`IORING_REGISTER_BUFFERS`), which pins
+/// the pages they cover, once. A zygote gets one at fd 7 to pin the pages its children write
+/// (`hearth_runtime`'s zygote mode): the kernel copies a pinned page into a child at fork
+/// instead of sharing it until the child's first write. (It cannot be sent later: the kernel
+/// refuses to pass an io_uring over a socket.) The ring is created disabled, restricted to that
+/// one registration opcode and to no submission opcode at all, then enabled: even a process
+/// allowed `io_uring_enter` could run no operation on it (the zygote's seccomp policy allows it
+/// `io_uring_register` of buffers only), and once its buffers are registered it can do nothing
+/// at all (a second registration is refused). Made by hearth, which may lock memory, it counts
+/// no pinned page against a limit: what bounds them is the zygote's memory cgroup.
+pub(crate) fn buffer_pinning_ring() -> io::Result<OwnedFd> {
+    const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
+    const IORING_REGISTER_BUFFERS: u8 = 0;
+    const IORING_REGISTER_RESTRICTIONS: usize = 11;
+    const IORING_REGISTER_ENABLE_RINGS: usize = 12;
+    const IORING_RESTRICTION_REGISTER_OP: u16 = 0;
+    /// `struct io_uring_params` (120 bytes); `flags` is its third u32.
+    #[repr(C)]
+    struct Params {
+        sq_entries: u32,
+        cq_entries: u32,
+        flags: u32,
+        rest: [u32; 27],
+    }
+    /// `struct io_uring_restriction`.
+    #[repr(C)]
+    struct Restriction {
+        opcode: u16,
+        op: u8,
+        resv: u8,
+        resv2: [u32; 3],
+    }
+    let mut params = Params {
+        sq_entries: 0,
+        cq_entries: 0,
+        flags: IORING_SETUP_R_DISABLED,
+        rest: [0; 27],
+    };
+    // SAFETY: io_uring_setup reads and writes the params struct it is given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            1u32,
+            std::ptr::addr_of_mut!(params),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: io_uring_setup returned a new fd that nothing else owns.
+    let ring = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) };
+    let only = Restriction {
+        opcode: IORING_RESTRICTION_REGISTER_OP,
+        op: IORING_REGISTER_BUFFERS,
+        resv: 0,
+        resv2: [0; 3],
+    };
+    for (op, arg, n) in [
+        (
+            IORING_REGISTER_RESTRICTIONS,
+            std::ptr::addr_of!(only).cast::<c_void>(),
+            1usize,
+        ),
+        (IORING_REGISTER_ENABLE_RINGS, std::ptr::null(), 0),
+    ] {
+        // SAFETY: io_uring_register on our ring with a valid (or null, with 0) argument.
+        if unsafe { libc::syscall(libc::SYS_io_uring_register, ring.as_raw_fd(), op, arg, n) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(ring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(ring: &OwnedFd, op: usize, arg: *const c_void, n: usize) -> io::Result<()> {
+        // SAFETY: io_uring_register on our ring with an argument valid for `op` (or null).
+        let r = unsafe { libc::syscall(libc::SYS_io_uring_register, ring.as_raw_fd(), op, arg, n) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_pinning_ring_registers_buffers_and_nothing_else() {
+        let ring = buffer_pinning_ring().expect("io_uring (hearth's scheduler needs it too)");
+        let page = vec![0u8; 4096];
+        let iov = libc::iovec {
+            iov_base: page.as_ptr().cast_mut().cast(),
+            iov_len: page.len(),
+        };
+        // IORING_REGISTER_BUFFERS.
+        register(&ring, 0, std::ptr::addr_of!(iov).cast(), 1).expect("buffers register");
+        // IORING_REGISTER_FILES (2), IORING_REGISTER_EVENTFD (4), IORING_REGISTER_PROBE (8) and
+        // the restrictions themselves (11) are refused by the ring's restrictions.
+        let fds = [ring.as_raw_fd()];
+        for (op, arg, n) in [
+            (2, fds.as_ptr().cast::<c_void>(), 1),
+            (4, fds.as_ptr().cast(), 1),
+            (8, page.as_ptr().cast(), 1),
+            (11, page.as_ptr().cast(), 1),
+        ] {
+            let e = register(&ring, op, arg, n).expect_err("refused");
+            assert!(
+                matches!(e.raw_os_error(), Some(libc::EACCES | libc::EBUSY)),
+                "opcode {op}: {e}"
+            );
+        }
+    }
+}
