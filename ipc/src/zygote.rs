@@ -106,6 +106,13 @@ pub fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((ours, theirs))
 }
 
+/// Most bytes of pinned-page copies a zygote lets its live children hold: the kernel charges
+/// the copies a fork makes of pinned pages to the zygote's memory cgroup, not to the child's
+/// (which the child joins after the fork), so hearth gives a zygote's cgroup this much more
+/// than the function's memory, and the zygote unpins its pages while its live children would
+/// hold more (see `hearth_runtime`'s zygote mode).
+pub const PINNED_COPIES_BUDGET: u64 = 16 << 20;
+
 /// Flag of a `Fork` request: the child restricts itself with landlock.
 pub const FORK_LANDLOCK: u64 = 1;
 

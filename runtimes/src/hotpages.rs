@@ -16,14 +16,22 @@
 //! private writable mappings that are its own by then (present, mapped only by it, anonymous:
 //! `/proc/self/pagemap`) and writes them there. When the zygote next wakes and finds the
 //! report, it keeps the page-aligned addresses that lie in its own private writable mappings
-//! (never its stack), at most [`MAX_PAGES`], moves each into a 4 KiB page of its own (copied
-//! out, dropped with `MADV_DONTNEED`, written back: pinning one page of a transparent huge page
-//! would pin, and so copy at every fork, all 2 MiB of it), and registers them as buffers on the
-//! ring hearth left at fd 7, which pins them. That ring can only register buffers, once (see
-//! `hearth_sandbox::EnvSpec::zygote`), and the zygote's seccomp policy allows no other io_uring
-//! call. Function code that ran in the zygote before (its Init) could have registered buffers
-//! there first: then this registration is refused and nothing is pinned for the children, and
-//! what that code pinned is its own memory, counted in its cgroup (see SECURITY.md).
+//! (never the stack it runs on), at most [`MAX_PAGES`], moves each into a 4 KiB page of its
+//! own (copied out, dropped with `MADV_DONTNEED`, written back, with every signal blocked:
+//! pinning one page of a transparent huge page would pin, and so copy at every fork, all 2 MiB
+//! of it), and registers them as buffers on the ring hearth left at fd 7, which pins them. That
+//! ring can only register and unregister buffers (see `hearth_sandbox::EnvSpec::zygote`), and
+//! the zygote's seccomp policy allows no other io_uring call. Function code that runs in the
+//! zygote (Init, fork and signal handlers) could register buffers there first: then this
+//! registration is refused and nothing is pinned for the children, and what that code pinned is
+//! its own memory, counted in its cgroup (see SECURITY.md).
+//!
+//! The kernel charges the copies a fork makes of pinned pages to the zygote's memory cgroup
+//! (the child joins its own after the fork), and they stay there while the child lives. So the
+//! zygote keeps its pages pinned only while its live children and the next one would hold at
+//! most [`PINNED_COPIES_BUDGET`] of such copies (hearth gives the zygote's cgroup that much more
+//! than the function's memory), unpins them above that, and pins them again once its live
+//! children would hold at most half of it.
 //!
 //! The report comes from a process that ran function code, and is checked as such; the worst
 //! a false one does is slow the same function's own forks (each pinned page is copied at every
@@ -39,6 +47,7 @@ use std::collections::HashSet;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use hearth_ipc::zygote::PINNED_COPIES_BUDGET;
 use nix::libc;
 
 /// Where hearth leaves the ring that can register buffers.
@@ -59,15 +68,22 @@ struct Area(*mut u64);
 // SAFETY: the zygote uses its report area from its one thread only.
 unsafe impl Send for Area {}
 
-/// The zygote's side: learning, then done.
+/// The zygote's side: learning, then keeping the pages pinned while the budget allows.
 pub(crate) struct HotPages {
     /// The report area, while one is mapped.
     area: Option<Area>,
     /// The child that is to report, once forked.
     reporter: Option<i32>,
-    /// Pinned (or given up): nothing more to do.
+    /// Learned (or given up): nothing more to learn.
     done: bool,
+    /// The pages learned, in runs of adjacent pages of one mapping each.
+    runs: Vec<libc::iovec>,
+    /// Whether they are registered on the ring now.
+    pinned: bool,
 }
+
+// SAFETY: the iovecs point into the zygote's own memory; only its one thread uses them.
+unsafe impl Send for HotPages {}
 
 impl HotPages {
     pub(crate) fn new() -> Self {
@@ -79,6 +95,8 @@ impl HotPages {
             area: None,
             reporter: None,
             done: !ring,
+            runs: Vec::new(),
+            pinned: false,
         }
     }
 
@@ -134,8 +152,35 @@ impl HotPages {
         }
     }
 
-    /// In the zygote when it wakes: pins what a report lists, once one has come.
-    pub(crate) fn poll(&mut self) {
+    /// In the zygote when it wakes, before it forks again: takes in a report once one has
+    /// come, and pins or unpins the pages learned as the budget says, `live` being the
+    /// children it has not reaped.
+    pub(crate) fn poll(&mut self, live: usize) {
+        self.learn();
+        if self.runs.is_empty() {
+            return;
+        }
+        let bytes: usize = self.runs.iter().map(|r| r.iov_len).sum();
+        let held = (live + 1).saturating_mul(bytes) as u64;
+        if self.pinned && held > PINNED_COPIES_BUDGET {
+            // SAFETY: IORING_UNREGISTER_BUFFERS (1) on fd 7, no argument.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    RING_FD,
+                    1,
+                    std::ptr::null::<u8>(),
+                    0,
+                )
+            };
+            self.pinned = r != 0;
+        } else if !self.pinned && held <= PINNED_COPIES_BUDGET / 2 {
+            self.pinned = pin(&self.runs);
+        }
+    }
+
+    /// Takes in the report, once one has come.
+    fn learn(&mut self) {
         let Some(area) = self.area.filter(|_| !self.done) else {
             return;
         };
@@ -145,7 +190,11 @@ impl HotPages {
             return;
         }
         self.done = true;
-        let ranges = private_writable(&read_maps(), area.0 as usize);
+        // Never the report area, nor the stack this runs on (a thread's, for a zygote that is
+        // not its process's first thread, is not named `[stack]`).
+        let here = 0u8;
+        let exclude = [area.0 as usize, std::ptr::addr_of!(here) as usize];
+        let ranges = private_writable(&read_maps(), &exclude);
         // SAFETY: word 1 of the area.
         let count = unsafe { area.0.add(1).read_volatile() };
         let count = usize::try_from(count).unwrap_or(MAX_PAGES).min(MAX_PAGES);
@@ -157,8 +206,30 @@ impl HotPages {
         // loses its view of the area.
         unsafe { libc::munmap(area.0.cast(), REPORT_BYTES) };
         self.area = None;
-        pin(&pages);
+        self.runs = runs(&pages, &ranges);
     }
+}
+
+/// `pages` (sorted, each in one of `ranges`) as runs of adjacent pages, none across two
+/// mappings (the kernel refuses a buffer that spans mappings of different files).
+fn runs(pages: &[usize], ranges: &[(usize, usize)]) -> Vec<libc::iovec> {
+    let mut runs: Vec<libc::iovec> = Vec::new();
+    let mapping = |page: usize| ranges.iter().position(|&(s, e)| s <= page && page < e);
+    let mut last = None;
+    for &page in pages {
+        let here = mapping(page);
+        match runs.last_mut() {
+            Some(run) if here == last && run.iov_base as usize + run.iov_len == page => {
+                run.iov_len += PAGE;
+            }
+            _ => runs.push(libc::iovec {
+                iov_base: page as *mut libc::c_void,
+                iov_len: PAGE,
+            }),
+        }
+        last = here;
+    }
+    runs
 }
 
 /// The reported addresses that name a page of one of `ranges`, in order, each once.
@@ -178,42 +249,91 @@ fn accepted(reported: impl Iterator<Item = u64>, ranges: &[(usize, usize)]) -> V
     pages
 }
 
-/// Moves each page into a 4 KiB page of its own and pins them all on the ring at fd 7.
-fn pin(pages: &[usize]) {
-    let mut copy = [0u8; PAGE];
-    let mut runs: Vec<libc::iovec> = Vec::new();
-    for &page in pages {
-        // SAFETY: `page` is a page of one of this process's private writable mappings other
-        // than its stack (see `accepted`), and this thread is the only one: nothing reads it
-        // between the drop and the write back but these copies (the syscall is raw, so not even
-        // errno is written).
-        unsafe {
-            std::ptr::copy_nonoverlapping(page as *const u8, copy.as_mut_ptr(), PAGE);
-            libc::syscall(libc::SYS_madvise, page, PAGE, libc::MADV_DONTNEED);
-            std::ptr::copy_nonoverlapping(copy.as_ptr(), page as *mut u8, PAGE);
-        }
-        match runs.last_mut() {
-            Some(run) if run.iov_base as usize + run.iov_len == page => run.iov_len += PAGE,
-            _ => runs.push(libc::iovec {
-                iov_base: page as *mut libc::c_void,
-                iov_len: PAGE,
-            }),
-        }
-    }
-    if runs.is_empty() {
-        return;
-    }
-    // SAFETY: IORING_REGISTER_BUFFERS (0) on fd 7 with `runs.len()` iovecs; a failure (not a
-    // ring there after all, buffers registered already) leaves the pages as they were.
+/// Moves each page of `runs` into a 4 KiB page of its own and registers them all on the ring
+/// at fd 7; returns whether they are pinned.
+fn pin(runs: &[libc::iovec]) -> bool {
+    // No handler may look at a page while it is dropped.
+    // SAFETY: a zeroed sigset_t is a valid (empty) set.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a full set is blocked; the previous mask is saved and restored after the loop.
     unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            RING_FD,
-            0,
-            runs.as_ptr(),
-            runs.len(),
-        )
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+    }
+    let mut copy = [0u64; PAGE / 8];
+    for run in runs {
+        for page in (run.iov_base as usize..run.iov_base as usize + run.iov_len).step_by(PAGE) {
+            let words = page as *mut u64;
+            // SAFETY: `page` is a page of one of this process's private writable mappings
+            // other than the stack this runs on (see `accepted`), and this thread, with every
+            // signal blocked, is the only one. Between the drop and the write back nothing
+            // reads the page: the copies are word by word here (no call into libc, whose own
+            // data may be on it), and the raw syscall touches errno only when it fails, when
+            // nothing was dropped.
+            unsafe {
+                for (i, word) in copy.iter_mut().enumerate() {
+                    *word = words.add(i).read_volatile();
+                }
+                libc::syscall(libc::SYS_madvise, page, PAGE, libc::MADV_DONTNEED);
+                for (i, word) in copy.iter().enumerate() {
+                    words.add(i).write_volatile(*word);
+                }
+            }
+        }
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let register = |runs: &[libc::iovec]| {
+        // SAFETY: IORING_REGISTER_BUFFERS (0) on fd 7 with `runs.len()` iovecs of our memory; a
+        // failure (not a ring there, buffers registered by someone else) leaves the pages as
+        // they were.
+        !runs.is_empty()
+            && unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    RING_FD,
+                    0,
+                    runs.as_ptr(),
+                    runs.len(),
+                )
+            } == 0
     };
+    if register(runs) {
+        return true;
+    }
+    // Kernels before 6.5 refuse buffers in file mappings (a program's written data): the
+    // anonymous pages alone, then.
+    let maps = read_maps();
+    let anonymous = anonymous_ranges(&maps);
+    let kept: Vec<libc::iovec> = runs
+        .iter()
+        .filter(|r| {
+            let start = r.iov_base as usize;
+            anonymous.iter().any(|&(s, e)| s <= start && start < e)
+        })
+        .copied()
+        .collect();
+    kept.len() < runs.len() && register(&kept)
+}
+
+/// The anonymous mappings listed in `maps` (no file, or the heap).
+fn anonymous_ranges(maps: &str) -> Vec<(usize, usize)> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let path = fields.nth(4).unwrap_or("");
+            if !path.is_empty() && path != "[heap]" {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some((
+                usize::from_str_radix(start, 16).ok()?,
+                usize::from_str_radix(end, 16).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn read_maps() -> String {
@@ -221,8 +341,8 @@ fn read_maps() -> String {
 }
 
 /// The private writable mappings listed in `maps` (`/proc/self/maps`), but the stack and the
-/// kernel's own (`[vvar]` and such) and the one holding `exclude`.
-fn private_writable(maps: &str, exclude: usize) -> Vec<(usize, usize)> {
+/// kernel's own (`[vvar]` and such) and those holding an address in `exclude`.
+fn private_writable(maps: &str, exclude: &[usize]) -> Vec<(usize, usize)> {
     let mut ranges = Vec::new();
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
@@ -245,7 +365,7 @@ fn private_writable(maps: &str, exclude: usize) -> Vec<(usize, usize)> {
         ) else {
             continue;
         };
-        if !(start..end).contains(&exclude) {
+        if !exclude.iter().any(|a| (start..end).contains(a)) {
             ranges.push((start, end));
         }
     }
@@ -263,7 +383,7 @@ pub(crate) fn report() {
     if area.is_null() {
         return;
     }
-    let ranges = private_writable(&read_maps(), area as usize);
+    let ranges = private_writable(&read_maps(), &[area as usize]);
     let mut count = 0;
     if let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") {
         use std::os::unix::fs::FileExt;
@@ -319,7 +439,7 @@ mod tests {
 
     #[test]
     fn only_private_writable_mappings_count_and_never_the_stack_or_the_report_area() {
-        let ranges = private_writable(MAPS, 0x7f00_0020_0000);
+        let ranges = private_writable(MAPS, &[0x7f00_0020_0000]);
         assert_eq!(
             ranges,
             [
@@ -332,7 +452,7 @@ mod tests {
 
     #[test]
     fn a_report_is_cut_to_pages_of_those_mappings_each_once() {
-        let ranges = private_writable(MAPS, 0x7f00_0020_0000);
+        let ranges = private_writable(MAPS, &[0x7f00_0020_0000]);
         let reported = [
             0x0094_6000,      // the interpreter's data: kept
             0x0094_6008,      // not page-aligned
@@ -349,6 +469,31 @@ mod tests {
         assert_eq!(
             accepted(reported.into_iter(), &ranges),
             [0x0094_6000, 0x016d_8000, 0x7f00_000f_f000]
+        );
+    }
+
+    #[test]
+    fn runs_join_adjacent_pages_of_one_mapping_only() {
+        // The interpreter's data ends at 0x9b0000 where (here) the heap would begin.
+        let ranges = [(0x0094_6000, 0x009b_0000), (0x009b_0000, 0x00a0_0000)];
+        let pages = [
+            0x0094_6000,
+            0x0094_7000,
+            0x009a_f000,
+            0x009b_0000,
+            0x009b_1000,
+        ];
+        let got: Vec<(usize, usize)> = runs(&pages, &ranges)
+            .iter()
+            .map(|r| (r.iov_base as usize, r.iov_len))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0x0094_6000, 0x2000),
+                (0x009a_f000, 0x1000),
+                (0x009b_0000, 0x2000)
+            ]
         );
     }
 

@@ -421,7 +421,7 @@ impl Zygote {
             if hook_due {
                 call(hooks.parent);
             }
-            self.hot_pages.poll();
+            self.hot_pages.poll(self.forked.len());
             if handled? {
                 return Ok(());
             }

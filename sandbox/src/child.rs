@@ -386,6 +386,13 @@ fn arrange_fds<S: Sys>(fds: FdPlan, sys: &mut S, error_fd: &mut RawFd) -> Result
         }
         if let Some(ring) = ring {
             at(Step::ArrangeFds, sys.dup3(ring, ZYGOTE_RING_FD, false))?;
+            if rules.is_none() {
+                // Nothing at fd 6 then (the zygote would take whatever is there for rules).
+                at(
+                    Step::CloseFds,
+                    sys.close_range(ZYGOTE_RULES_FD, ZYGOTE_RULES_FD),
+                )?;
+            }
             first_closed = ZYGOTE_RING_FD + 1;
         }
     }

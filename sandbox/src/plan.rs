@@ -476,6 +476,28 @@ mod tests {
             .starts_with("mount tmpfs /run/hearth/root/tmp tmpfs 0x6 size=536870912,mode=1777")));
     }
 
+    /// Without landlock rules, nothing is left at fd 6 beside the ring at fd 7.
+    #[test]
+    fn a_zygote_without_rules_has_nothing_at_fd_6() {
+        let fds = ZygoteFds {
+            filter: 40,
+            rules: None,
+            ring: Some(42),
+        };
+        let (rec, (step, errno)) = recorded_full(None, RootSwitch::Pivot, Some(fds));
+        assert_eq!((step, errno), (Step::Exec, 0));
+        let at = |c: &str| rec.calls.iter().position(|x| x == c).unwrap();
+        let ring_high = &rec.calls[rec.position("dup_above 42 -> ")];
+        let ring_high = ring_high.rsplit(' ').next().unwrap();
+        let ring = at(&format!("dup3 {ring_high} 7 false"));
+        assert!(ring < at("close_range 6..=6"), "{:?}", rec.calls);
+        assert!(
+            at("close_range 6..=6") < at("close_range 8"),
+            "{:?}",
+            rec.calls
+        );
+    }
+
     #[test]
     fn a_zygote_keeps_what_its_children_need_and_restricts_nothing_it_must_undo() {
         let fds = ZygoteFds {

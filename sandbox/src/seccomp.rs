@@ -388,11 +388,14 @@ mod tests {
         assert!(names(&zygote, "mount")
             .iter()
             .all(|r| r.condition.is_some() && r.action == Action::Allow));
-        // io_uring: registering buffers (opcode 0) on the ring hearth gave it, nothing else;
-        // no ring of its own, no submissions.
+        // io_uring: registering and unregistering buffers (opcodes 0 and 1) on the ring hearth
+        // gave it, nothing else; no ring of its own, no submissions.
         assert_eq!(
             conditions("io_uring_register"),
-            [(Action::Allow, Some((1, u64::MAX, 0)))]
+            [
+                (Action::Allow, Some((1, u64::MAX, 0))),
+                (Action::Allow, Some((1, u64::MAX, 1))),
+            ]
         );
         for still in [
             "clone",

@@ -216,7 +216,7 @@ pub struct EnvSpec<'a> {
     /// own, keeping `CAP_SYS_ADMIN` and `CAP_SETPCAP` there, under the zygote seccomp policy,
     /// with its own network namespace, and not landlocked; it finds its children's seccomp
     /// program at fd 5, [`ZygoteSpec`]'s landlock rules at fd 6 and (where io_uring is
-    /// available) a ring that can only register buffers at fd 7 ([`buffer_pinning_ring`]), and
+    /// available) a ring that can only register and unregister buffers at fd 7, and
     /// `channel` (fd 3) is its control socket. See `hearth-snapshot`.
     pub zygote: Option<ZygoteSpec<'a>>,
 }

@@ -497,19 +497,20 @@ pub(crate) fn pidfd_info(pidfd: BorrowedFd<'_>) -> Option<(i32, i32)> {
     Some((pid, ppid))
 }
 
-/// An io_uring that can do one thing: register buffers (`IORING_REGISTER_BUFFERS`), which pins
-/// the pages they cover, once. A zygote gets one at fd 7 to pin the pages its children write
-/// (`hearth_runtime`'s zygote mode): the kernel copies a pinned page into a child at fork
-/// instead of sharing it until the child's first write. (It cannot be sent later: the kernel
-/// refuses to pass an io_uring over a socket.) The ring is created disabled, restricted to that
-/// one registration opcode and to no submission opcode at all, then enabled: even a process
-/// allowed `io_uring_enter` could run no operation on it (the zygote's seccomp policy allows it
-/// `io_uring_register` of buffers only), and once its buffers are registered it can do nothing
-/// at all (a second registration is refused). Made by hearth, which may lock memory, it counts
-/// no pinned page against a limit: what bounds them is the zygote's memory cgroup.
+/// An io_uring that can do two things: register buffers (`IORING_REGISTER_BUFFERS`), which
+/// pins the pages they cover, and unregister them (`IORING_UNREGISTER_BUFFERS`); one set at a
+/// time. A zygote gets one at fd 7 to pin the pages its children write (`hearth_runtime`'s
+/// zygote mode): the kernel copies a pinned page into a child at fork instead of sharing it
+/// until the child's first write. (It cannot be sent later: the kernel refuses to pass an
+/// io_uring over a socket.) The ring is created disabled, restricted to those two registration
+/// opcodes and to no submission opcode at all, then enabled: even a process allowed
+/// `io_uring_enter` could run no operation on it (the zygote's seccomp policy allows it
+/// `io_uring_register` with those two opcodes only). Made by hearth, which may lock memory, it
+/// counts no pinned page against a limit: what bounds them is the zygote's memory cgroup.
 pub(crate) fn buffer_pinning_ring() -> io::Result<OwnedFd> {
     const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
     const IORING_REGISTER_BUFFERS: u8 = 0;
+    const IORING_UNREGISTER_BUFFERS: u8 = 1;
     const IORING_REGISTER_RESTRICTIONS: usize = 11;
     const IORING_REGISTER_ENABLE_RINGS: usize = 12;
     const IORING_RESTRICTION_REGISTER_OP: u16 = 0;
@@ -548,17 +549,17 @@ pub(crate) fn buffer_pinning_ring() -> io::Result<OwnedFd> {
     }
     // SAFETY: io_uring_setup returned a new fd that nothing else owns.
     let ring = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) };
-    let only = Restriction {
+    let only = [IORING_REGISTER_BUFFERS, IORING_UNREGISTER_BUFFERS].map(|op| Restriction {
         opcode: IORING_RESTRICTION_REGISTER_OP,
-        op: IORING_REGISTER_BUFFERS,
+        op,
         resv: 0,
         resv2: [0; 3],
-    };
+    });
     for (op, arg, n) in [
         (
             IORING_REGISTER_RESTRICTIONS,
-            std::ptr::addr_of!(only).cast::<c_void>(),
-            1usize,
+            only.as_ptr().cast::<c_void>(),
+            only.len(),
         ),
         (IORING_REGISTER_ENABLE_RINGS, std::ptr::null(), 0),
     ] {
@@ -592,8 +593,13 @@ mod tests {
             iov_base: page.as_ptr().cast_mut().cast(),
             iov_len: page.len(),
         };
-        // IORING_REGISTER_BUFFERS.
-        register(&ring, 0, std::ptr::addr_of!(iov).cast(), 1).expect("buffers register");
+        // IORING_REGISTER_BUFFERS, once at a time; IORING_UNREGISTER_BUFFERS; again.
+        let buffers = std::ptr::addr_of!(iov).cast();
+        register(&ring, 0, buffers, 1).expect("buffers register");
+        let again = register(&ring, 0, buffers, 1).expect_err("one set at a time");
+        assert_eq!(again.raw_os_error(), Some(libc::EBUSY), "{again}");
+        register(&ring, 1, std::ptr::null(), 0).expect("buffers unregister");
+        register(&ring, 0, buffers, 1).expect("buffers register again");
         // IORING_REGISTER_FILES (2), IORING_REGISTER_EVENTFD (4), IORING_REGISTER_PROBE (8) and
         // the restrictions themselves (11) are refused by the ring's restrictions.
         let fds = [ring.as_raw_fd()];
@@ -604,10 +610,7 @@ mod tests {
             (11, page.as_ptr().cast(), 1),
         ] {
             let e = register(&ring, op, arg, n).expect_err("refused");
-            assert!(
-                matches!(e.raw_os_error(), Some(libc::EACCES | libc::EBUSY)),
-                "opcode {op}: {e}"
-            );
+            assert_eq!(e.raw_os_error(), Some(libc::EACCES), "opcode {op}: {e}");
         }
     }
 }

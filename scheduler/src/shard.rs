@@ -1168,7 +1168,13 @@ impl Shard {
                     channel: placeholder,
                     stdout: output,
                     stderr: output,
-                    limits: env_limits(config, self.confined_cpu()),
+                    // The function's limits, plus room for the copies of pinned pages its
+                    // live children hold, which the kernel charges to the zygote.
+                    limits: {
+                        let mut limits = env_limits(config, self.confined_cpu());
+                        limits.memory_bytes += hearth_ipc::zygote::PINNED_COPIES_BUDGET;
+                        limits
+                    },
                     tmp_bytes: u64::from(config.ephemeral_storage_mb) << 20,
                     cpus: self.env_cpus.as_deref().or(self.local_cpus.as_deref()),
                 },
