@@ -194,7 +194,7 @@ impl HotPages {
         // not its process's first thread, is not named `[stack]`).
         let here = 0u8;
         let exclude = [area.0 as usize, std::ptr::addr_of!(here) as usize];
-        let ranges = private_writable(&read_maps(), &exclude);
+        let ranges = private_writable(&crate::maps::read(), &exclude);
         // SAFETY: word 1 of the area.
         let count = unsafe { area.0.add(1).read_volatile() };
         let count = usize::try_from(count).unwrap_or(MAX_PAGES).min(MAX_PAGES);
@@ -304,7 +304,7 @@ fn pin(runs: &[libc::iovec]) -> bool {
     }
     // Kernels before 6.5 refuse buffers in file mappings (a program's written data): the
     // anonymous pages alone, then.
-    let maps = read_maps();
+    let maps = crate::maps::read();
     let anonymous = anonymous_ranges(&maps);
     let kept: Vec<libc::iovec> = runs
         .iter()
@@ -319,57 +319,21 @@ fn pin(runs: &[libc::iovec]) -> bool {
 
 /// The anonymous mappings listed in `maps` (no file, or the heap).
 fn anonymous_ranges(maps: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let path = fields.nth(4).unwrap_or("");
-            if !path.is_empty() && path != "[heap]" {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some((
-                usize::from_str_radix(start, 16).ok()?,
-                usize::from_str_radix(end, 16).ok()?,
-            ))
-        })
+    crate::maps::parse(maps)
+        .filter(|m| m.path.is_empty() || m.path == "[heap]")
+        .map(|m| (m.start, m.end))
         .collect()
-}
-
-fn read_maps() -> String {
-    std::fs::read_to_string("/proc/self/maps").unwrap_or_default()
 }
 
 /// The private writable mappings listed in `maps` (`/proc/self/maps`), but the stack and the
 /// kernel's own (`[vvar]` and such) and those holding an address in `exclude`.
 fn private_writable(maps: &str, exclude: &[usize]) -> Vec<(usize, usize)> {
-    let mut ranges = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let path = fields.nth(3).unwrap_or("");
-        if !perms.starts_with("rw") || !perms.ends_with('p') {
-            continue;
-        }
-        if path.starts_with('[') && path != "[heap]" {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        if !exclude.iter().any(|a| (start..end).contains(a)) {
-            ranges.push((start, end));
-        }
-    }
-    ranges
+    crate::maps::parse(maps)
+        .filter(|m| m.private_writable())
+        .filter(|m| !m.path.starts_with('[') || m.path == "[heap]")
+        .filter(|m| !exclude.iter().any(|a| (m.start..m.end).contains(a)))
+        .map(|m| (m.start, m.end))
+        .collect()
 }
 
 /// In a child, before it answers its first invocation: if it is the one to report, lists the
@@ -383,7 +347,7 @@ pub(crate) fn report() {
     if area.is_null() {
         return;
     }
-    let ranges = private_writable(&read_maps(), &[area as usize]);
+    let ranges = private_writable(&crate::maps::read(), &[area as usize]);
     let mut count = 0;
     if let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") {
         use std::os::unix::fs::FileExt;

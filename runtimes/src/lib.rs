@@ -15,6 +15,7 @@
 pub mod ffi;
 mod hotpages;
 pub mod init;
+mod maps;
 mod zygote;
 
 use std::fmt;

@@ -662,35 +662,12 @@ impl Zygote {
 fn collapse_into_huge_pages() {
     const HUGE: usize = 2 << 20;
     const MADV_COLLAPSE: libc::c_int = 25;
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms), Some(_), Some(_), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            continue;
-        };
-        let path = fields.next().unwrap_or("");
-        let anonymous = inode == "0" && (path.is_empty() || path == "[heap]");
-        if !anonymous || !perms.starts_with("rw") || !perms.ends_with('p') {
+    for m in crate::maps::parse(&crate::maps::read()) {
+        let anonymous = m.inode == "0" && (m.path.is_empty() || m.path == "[heap]");
+        if !anonymous || !m.private_writable() {
             continue;
         }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        let (start, end) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        let (start, end) = (m.start.next_multiple_of(HUGE), m.end / HUGE * HUGE);
         if end <= start {
             continue;
         }
