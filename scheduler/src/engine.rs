@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     /// The runtime directory for [`crate::Launch::RuntimeApi`] environments, or why there is
     /// none.
     pub(crate) runtime_dir: Result<std::path::PathBuf, String>,
+    /// Keeps the runtime directory from being removed by another hearth while this engine runs
+    /// (`None` for one named in the configuration, which hearth never removes).
+    _runtime_dir_in_use: Option<crate::runtime_dir::InUse>,
 }
 
 type Job = Box<dyn FnOnce(&mut Shard) + Send>;
@@ -113,12 +116,15 @@ impl Engine {
             cpusets: config.env_cpus == crate::EnvCpus::SameAsShard && config.pin_shards,
             ..config.sandbox.clone()
         })?;
-        let runtime_dir = match &config.runtime_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => crate::runtime_dir::find_init().and_then(|init| {
+        let (runtime_dir, runtime_dir_in_use) = match &config.runtime_dir {
+            Some(dir) => (Ok(dir.clone()), None),
+            None => match crate::runtime_dir::find_init().and_then(|init| {
                 crate::runtime_dir::prepare(&config.sandbox.state_dir, &init)
                     .map_err(|e| format!("preparing the runtime directory: {e}"))
-            }),
+            }) {
+                Ok((dir, in_use)) => (Ok(dir), Some(in_use)),
+                Err(e) => (Err(e), None),
+            },
         };
         if let Err(e) = &runtime_dir {
             tracing::warn!(error = %e, "functions on Lambda runtimes (provided, python, node) cannot start");
@@ -133,6 +139,7 @@ impl Engine {
         };
         let shared = Arc::new(Shared {
             runtime_dir,
+            _runtime_dir_in_use: runtime_dir_in_use,
             registry: Registry::new(config.region.clone(), config.account_id.clone()),
             account: Account::new(config.account_concurrency),
             sandbox,

@@ -4,11 +4,17 @@
 //! which `hearth-init --install` writes.
 //!
 //! It is prepared once under the sandbox's state directory, named by the SHA-256 of the
-//! `hearth-init` binary, so a rebuilt hearth never shows environments a stale copy.
+//! `hearth-init` binary, so a rebuilt hearth never shows environments a stale copy. An engine
+//! holds a shared lock on the directory it uses ([`InUse`]) for as long as it runs, and
+//! preparing one removes the others no engine holds: the state directory is usually on a
+//! tmpfs (`/run/hearth`), where every rebuilt or upgraded hearth would otherwise leave about
+//! 10 MiB of memory behind until the machine restarts. (A daemon of a hearth from before these
+//! locks holds none: its directory can be removed under it.)
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -49,8 +55,88 @@ pub fn find_init() -> Result<PathBuf, String> {
     ))
 }
 
-/// Prepares (or reuses) the runtime directory for `init` under `state_dir` and returns it.
-pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
+/// A shared lock on a runtime directory: while it is held, no [`prepare`] removes the
+/// directory. Released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct InUse {
+    _lock: fs::File,
+}
+
+/// Prepares (or reuses) the runtime directory for `init` under `state_dir`, locks it for the
+/// caller, removes the other runtime directories there that nobody holds, and returns it.
+pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<(PathBuf, InUse)> {
+    // A sweep by another hearth may remove the directory between its making and its locking
+    // here (when it was there already, unlocked): then it is made again.
+    for _ in 0..3 {
+        let dir = install(state_dir, init)?;
+        if let Some(in_use) = lock_shared(&dir)? {
+            sweep(state_dir, &dir);
+            return Ok((dir, in_use));
+        }
+    }
+    Err(io::Error::other(format!(
+        "the runtime directory under {} kept being removed while it was prepared",
+        state_dir.display()
+    )))
+}
+
+/// A shared lock on `dir`, if `dir` is still there (with its init) once the lock is held:
+/// a sweep holds its exclusive lock only while it removes a directory.
+fn lock_shared(dir: &Path) -> io::Result<Option<InUse>> {
+    let file = match fs::File::open(dir) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    flock(&file, libc::LOCK_SH)?;
+    let locked = file.metadata()?;
+    let still_there = fs::metadata(dir)
+        .is_ok_and(|m| (m.dev(), m.ino()) == (locked.dev(), locked.ino()))
+        && dir.join(INIT).is_file();
+    Ok(still_there.then_some(InUse { _lock: file }))
+}
+
+/// Removes the runtime directories under `state_dir` but `keep` that no engine holds (see
+/// [`InUse`]); what cannot be read or locked is left.
+fn sweep(state_dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(state_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("runtime-"));
+        if !ours || path == keep || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(dir) = fs::File::open(&path) else {
+            continue;
+        };
+        if flock(&dir, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            if let Err(e) = fs::remove_dir_all(&path) {
+                tracing::debug!(dir = %path.display(), error = %e, "removing an unused runtime directory");
+            }
+        }
+    }
+}
+
+fn flock(file: &fs::File, operation: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a descriptor this function borrows.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Makes (or finds) the runtime directory for `init` under `state_dir`.
+fn install(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
     let library = init.with_file_name(LIBRARY);
     let library = library.is_file().then_some(library);
     // Hashed as they are read, in small pieces: the files are megabytes, and a daemon that
@@ -125,4 +211,58 @@ fn make_readable(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `hearth-init`, copied under `dir` with `extra` bytes appended (a binary with another
+    /// hash, as a rebuilt hearth would have; the bytes past its end are never loaded).
+    fn init_copy(dir: &Path, extra: &[u8]) -> PathBuf {
+        let init = find_init().expect("hearth-init is built (make test builds it)");
+        let copy = dir.join(INIT);
+        let mut bytes = fs::read(init).unwrap();
+        bytes.extend_from_slice(extra);
+        fs::write(&copy, bytes).unwrap();
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    }
+
+    #[test]
+    fn preparing_removes_the_runtime_directories_nobody_holds() {
+        let state = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let (old_bin, new_bin) = (bin.path().join("old"), bin.path().join("new"));
+        fs::create_dir(&old_bin).unwrap();
+        fs::create_dir(&new_bin).unwrap();
+        let (old_init, new_init) = (init_copy(&old_bin, b"old"), init_copy(&new_bin, b"new"));
+        // Left by a hearth that has exited, and by one that is still installing (not ours).
+        let stale = state.path().join("runtime-00000000deadbeef");
+        fs::create_dir_all(stale.join("python")).unwrap();
+        fs::write(stale.join("python/bootstrap.py"), "").unwrap();
+        let other = state.path().join("runtime.tmp-1");
+        fs::create_dir(&other).unwrap();
+
+        let (old_dir, old_in_use) = prepare(state.path(), &old_init).unwrap();
+        assert!(old_dir.join(INIT).is_file());
+        assert!(!stale.exists(), "a directory nobody holds is removed");
+        assert!(other.exists(), "only runtime directories are swept");
+
+        // Another engine of the same hearth shares the directory.
+        let (again, again_in_use) = prepare(state.path(), &old_init).unwrap();
+        assert_eq!(again, old_dir);
+        // A rebuilt hearth prepares its own, and leaves the one still held alone.
+        let (new_dir, _new_in_use) = prepare(state.path(), &new_init).unwrap();
+        assert_ne!(new_dir, old_dir);
+        assert!(old_dir.join(INIT).is_file(), "held by two engines");
+        drop(old_in_use);
+        prepare(state.path(), &new_init).unwrap();
+        assert!(old_dir.join(INIT).is_file(), "still held by one");
+        drop(again_in_use);
+        let (dir, _in_use) = prepare(state.path(), &new_init).unwrap();
+        assert_eq!(dir, new_dir);
+        assert!(!old_dir.exists(), "removed once no engine holds it");
+        assert!(new_dir.join("python/bootstrap.py").is_file());
+    }
 }
