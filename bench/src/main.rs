@@ -178,10 +178,14 @@ fn main() {
         selected.len(),
         if options.quick { ", quick" } else { "" },
         json!(options.env_cpus).as_str().unwrap_or("?"),
-        if sys::idle_cpus_poll_available() {
-            "poll while busy (limits and peers too)"
-        } else {
-            "halt"
+        match (
+            sys::idle_cpus_poll_available(),
+            hearth_scheduler::cpuidle_driver()
+        ) {
+            (true, Some(_)) => "poll while busy (limits and peers too)",
+            (true, None) =>
+                "halt (the kernel has no cpuidle driver: hearth's request changes nothing)",
+            (false, _) => "halt",
         },
         machine()
     );

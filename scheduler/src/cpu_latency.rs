@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 /// Whether a shard already warned that the device cannot be opened.
 static WARNED: AtomicBool = AtomicBool::new(false);
+/// Whether a shard already said that the kernel has no cpuidle driver.
+static NO_DRIVER_NOTED: AtomicBool = AtomicBool::new(false);
 /// The kernel's CPU-latency request device.
 const DEVICE: &str = "/dev/cpu_dma_latency";
 /// The request held while busy: no idle state with a nonzero exit latency.
@@ -33,6 +35,19 @@ const BUSY_US: i32 = 0;
 /// Written when quiet: `PM_QOS_DEFAULT_VALUE`, which the kernel reads as "back to the
 /// default" (no constraint).
 const QUIET_US: i32 = -1;
+
+/// The kernel's cpuidle driver (`haltpoll` on a KVM guest that offers it, `intel_idle`,
+/// `acpi_idle`), or `None` where there is none: then idle CPUs always halt and a CPU-latency
+/// request changes nothing.
+pub fn cpuidle_driver() -> Option<String> {
+    driver_name(&std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver").ok()?)
+}
+
+/// The driver `current_driver` names (the kernel writes `none` when it has none).
+fn driver_name(current_driver: &str) -> Option<String> {
+    let driver = current_driver.trim();
+    (!driver.is_empty() && driver != "none").then(|| driver.to_owned())
+}
 
 /// One CPU-latency request of this process, which the kernel drops when it is dropped. The
 /// shards hold one each (see the module docs); `hearth-bench` holds one while its limits and
@@ -78,7 +93,16 @@ impl CpuLatency {
             None
         } else {
             match CpuLatencyRequest::open() {
-                Ok(request) => Some(request),
+                Ok(request) => {
+                    if cpuidle_driver().is_none() && !NO_DRIVER_NOTED.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::info!(
+                            "the kernel has no cpuidle driver: idle CPUs halt whatever is asked \
+                             (idle_cpu_poll changes nothing on this machine)"
+                        );
+                    }
+                    Some(request)
+                }
                 Err(e) => {
                     // Expected without root; worth a warning (once) with it.
                     // SAFETY: geteuid cannot fail.
@@ -141,6 +165,13 @@ impl CpuLatency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_without_a_cpuidle_driver_says_none() {
+        assert_eq!(driver_name("none\n"), None);
+        assert_eq!(driver_name(""), None);
+        assert_eq!(driver_name("haltpoll\n").as_deref(), Some("haltpoll"));
+    }
 
     #[test]
     fn off_without_a_window() {

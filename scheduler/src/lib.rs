@@ -70,7 +70,7 @@ pub use config::{
     DEFAULT_ACCOUNT_CONCURRENCY, MIN_UNRESERVED_CONCURRENCY, RESERVED_ENV,
 };
 #[cfg(not(loom))]
-pub use cpu_latency::CpuLatencyRequest;
+pub use cpu_latency::{cpuidle_driver, CpuLatencyRequest};
 #[cfg(not(loom))]
 pub use engine::{Engine, EngineError};
 pub use error::{FunctionError, InvokeError, RegistryError, Throttle, ThrottleReason};
