@@ -184,7 +184,7 @@ fn main() {
         ) {
             (true, Some(_)) => "poll while busy (limits and peers too)",
             (true, None) =>
-                "halt (the kernel has no cpuidle driver: hearth's request changes nothing)",
+                "as the kernel's default idle loop has them (no cpuidle driver: hearth's request changes nothing)",
             (false, _) => "halt",
         },
         machine()

@@ -22,14 +22,19 @@ invocations from hearth's shared-memory channel and answers there, with the same
 semantics (no HTTP). A failed import ends the zygote: hearth then starts environments from
 nothing, which report the error as above.
 
-Standard library only; runs on Python 3.8 and later. It imports no module it does not need on
-the path it takes: a zygote's children copy, at every fork, the page-table entries of each page
-the zygote's imports filled (``http.client`` alone, which only the Runtime API client needs,
-adds about a third to a bare zygote's memory; ``decimal`` and ``uuid`` are not needed either).
+Standard library only; runs on Python 3.8 and later. The modules it uses are imported before
+the function's code is on the search path, so that a function's own file of the same name never
+replaces them, as in Lambda; all but ``http.client``, which only the Runtime API client needs
+and which is about a third of a bare zygote's memory (a zygote's children copy, at every fork,
+the page-table entries of each page the zygote's imports filled). Its package ``http`` is
+imported here, so that ``http.client`` still comes from the standard library when the function
+(boto3, urllib3) or the client imports it later, as it does in Lambda, whose runtime imports it.
 """
 
 import ctypes
+import decimal
 import gc
+import http
 import importlib
 import json
 import logging
@@ -81,9 +86,7 @@ _DECIMAL_RE = re.compile('"%s([^"]*)"' % re.escape(_DECIMAL_MARK))
 
 class _Encoder(json.JSONEncoder):
     def default(self, o):
-        # A Decimal comes from a module the handler imported (the runtime does not import it).
-        decimal = sys.modules.get("decimal")
-        if decimal is not None and isinstance(o, decimal.Decimal):
+        if isinstance(o, decimal.Decimal):
             return _DECIMAL_MARK + ("NaN" if o.is_nan() else str(o))
         return super().default(o)
 
@@ -132,9 +135,8 @@ class RuntimeClient:
     as long as the environment stays idle)."""
 
     def __init__(self, address):
-        import http.client  # here: a zygote's children never speak HTTP (see the module docs)
+        import http.client  # here, not above: a zygote's children never speak HTTP (module docs)
 
-        self.http = http.client
         self.address = address
         self.conn = http.client.HTTPConnection(address)
         self.used = False  # whether self.conn has carried a request already
@@ -147,14 +149,14 @@ class RuntimeClient:
                 self.used = True
                 response = self.conn.getresponse()
                 return response, response.read()
-            except (self.http.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
                 # A kept-alive connection the server closed while idle: the request never got
                 # there, so it is sent once more on a new connection.
                 self.conn.close()
                 self.used = False
                 if not reused or attempt == 2:
                     raise RuntimeApiError("{} {}: {}".format(method, path, e)) from e
-            except (OSError, self.http.HTTPException) as e:
+            except (OSError, http.client.HTTPException) as e:
                 self.conn.close()
                 self.used = False
                 raise RuntimeApiError("{} {}: {}".format(method, path, e)) from e

@@ -369,6 +369,24 @@ def test_python_result_bytes(start, expr, body):
     assert post.body == body
 
 
+def test_python_modules_of_the_functions_own_never_replace_the_runtimes(start):
+    # As in Lambda, where the runtime has imported them before the function's code is on the
+    # path: a package's own http/ or decimal.py does not replace the standard library's for the
+    # runtime nor for libraries such as urllib3 (http.client included, which the runtime imports
+    # only once it needs it).
+    files = {
+        "http/__init__.py": "raise ImportError('the function package shadowed http')\n",
+        "decimal.py": "raise ImportError('the function package shadowed decimal')\n",
+        "app.py": "import http.client, decimal\n"
+        "def handler(e, c):\n"
+        "    return [http.client.__file__.startswith(__import__('sysconfig').get_path('stdlib')),\n"
+        "            decimal.Decimal('1.50')]\n",
+    }
+    fn = start("python", "app.handler", files)
+    _, post = fn.invoke({})
+    assert post.body == b"[true, 1.50]"
+
+
 def test_python_handler_exception(start):
     app = """\
         def handler(event, context):

@@ -37,8 +37,8 @@ const BUSY_US: i32 = 0;
 const QUIET_US: i32 = -1;
 
 /// The kernel's cpuidle driver (`haltpoll` on a KVM guest that offers it, `intel_idle`,
-/// `acpi_idle`), or `None` where there is none: then idle CPUs always halt and a CPU-latency
-/// request changes nothing.
+/// `acpi_idle`), or `None` where there is none: then a CPU-latency request changes nothing
+/// (idle CPUs halt, or always poll where the kernel was booted with `idle=poll`).
 pub fn cpuidle_driver() -> Option<String> {
     driver_name(&std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver").ok()?)
 }
@@ -97,8 +97,9 @@ impl CpuLatency {
                     if cpuidle_driver().is_none() && !NO_DRIVER_NOTED.swap(true, Ordering::Relaxed)
                     {
                         tracing::info!(
-                            "the kernel has no cpuidle driver: idle CPUs halt whatever is asked \
-                             (idle_cpu_poll changes nothing on this machine)"
+                            "the kernel has no cpuidle driver: a CPU-latency request changes \
+                             nothing (idle CPUs halt, or always poll with idle=poll), so \
+                             idle_cpu_poll has no effect on this machine"
                         );
                     }
                     Some(request)

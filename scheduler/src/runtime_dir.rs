@@ -59,8 +59,13 @@ pub fn find_init() -> Result<PathBuf, String> {
 /// directory. Released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct InUse {
-    _lock: fs::File,
+    /// `None` where the directory could not be locked (a file system without `flock`).
+    _lock: Option<fs::File>,
 }
+
+/// What a directory removed by a sweep is renamed to first, so that no `runtime-*` name ever
+/// leads to a directory half removed (`runtime.gone-<pid>-<n>`).
+const GONE: &str = "runtime.gone-";
 
 /// Prepares (or reuses) the runtime directory for `init` under `state_dir`, locks it for the
 /// caller, removes the other runtime directories there that nobody holds, and returns it.
@@ -69,9 +74,16 @@ pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<(PathBuf, InUse)> {
     // here (when it was there already, unlocked): then it is made again.
     for _ in 0..3 {
         let dir = install(state_dir, init)?;
-        if let Some(in_use) = lock_shared(&dir)? {
-            sweep(state_dir, &dir);
-            return Ok((dir, in_use));
+        match lock_shared(&dir) {
+            Ok(Some(in_use)) => {
+                sweep(state_dir, &dir);
+                return Ok((dir, in_use));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "the runtime directory cannot be locked: another hearth may remove it, and unused ones are not removed");
+                return Ok((dir, InUse { _lock: None }));
+            }
         }
     }
     Err(io::Error::other(format!(
@@ -80,8 +92,16 @@ pub fn prepare(state_dir: &Path, init: &Path) -> io::Result<(PathBuf, InUse)> {
     )))
 }
 
+/// Whether `path` (not followed if a link) is the directory open as `file`.
+fn is_open_as(path: &Path, file: &fs::File) -> bool {
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(at_path), Ok(open)) => (at_path.dev(), at_path.ino()) == (open.dev(), open.ino()),
+        _ => false,
+    }
+}
+
 /// A shared lock on `dir`, if `dir` is still there (with its init) once the lock is held:
-/// a sweep holds its exclusive lock only while it removes a directory.
+/// a sweep holds its exclusive lock only while it moves a directory out of the way.
 fn lock_shared(dir: &Path) -> io::Result<Option<InUse>> {
     let file = match fs::File::open(dir) {
         Ok(file) => file,
@@ -89,35 +109,50 @@ fn lock_shared(dir: &Path) -> io::Result<Option<InUse>> {
         Err(e) => return Err(e),
     };
     flock(&file, libc::LOCK_SH)?;
-    let locked = file.metadata()?;
-    let still_there = fs::metadata(dir)
-        .is_ok_and(|m| (m.dev(), m.ino()) == (locked.dev(), locked.ino()))
-        && dir.join(INIT).is_file();
-    Ok(still_there.then_some(InUse { _lock: file }))
+    let still_there = is_open_as(dir, &file) && dir.join(INIT).is_file();
+    Ok(still_there.then_some(InUse { _lock: Some(file) }))
 }
 
 /// Removes the runtime directories under `state_dir` but `keep` that no engine holds (see
-/// [`InUse`]); what cannot be read or locked is left.
+/// [`InUse`]), and what earlier sweeps left half removed; what cannot be read or locked is
+/// left.
 fn sweep(state_dir: &Path, keep: &Path) {
     let Ok(entries) = fs::read_dir(state_dir) else {
         return;
     };
+    static REMOVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     for entry in entries.flatten() {
         let path = entry.path();
-        let ours = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with("runtime-"));
-        if !ours || path == keep || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let runtime = name.starts_with("runtime-");
+        if !(runtime || name.starts_with(GONE))
+            || path == keep
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
             continue;
         }
         let Ok(dir) = fs::File::open(&path) else {
             continue;
         };
-        if flock(&dir, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
-            if let Err(e) = fs::remove_dir_all(&path) {
-                tracing::debug!(dir = %path.display(), error = %e, "removing an unused runtime directory");
+        // Held by nobody, and still the directory at that name (another sweep may have moved
+        // it and a hearth made a new one there since it was opened).
+        if flock(&dir, libc::LOCK_EX | libc::LOCK_NB).is_err() || !is_open_as(&path, &dir) {
+            continue;
+        }
+        let doomed = if runtime {
+            let n = REMOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let gone = state_dir.join(format!("{GONE}{}-{n}", std::process::id()));
+            if fs::rename(&path, &gone).is_err() {
+                continue;
             }
+            gone
+        } else {
+            path
+        };
+        if let Err(e) = fs::remove_dir_all(&doomed) {
+            tracing::debug!(dir = %doomed.display(), error = %e, "removing an unused runtime directory");
         }
     }
 }
@@ -243,11 +278,15 @@ mod tests {
         fs::write(stale.join("python/bootstrap.py"), "").unwrap();
         let other = state.path().join("runtime.tmp-1");
         fs::create_dir(&other).unwrap();
+        // Half removed by a sweep that was killed.
+        let half = state.path().join("runtime.gone-1-0");
+        fs::create_dir_all(half.join("python")).unwrap();
 
         let (old_dir, old_in_use) = prepare(state.path(), &old_init).unwrap();
         assert!(old_dir.join(INIT).is_file());
         assert!(!stale.exists(), "a directory nobody holds is removed");
         assert!(other.exists(), "only runtime directories are swept");
+        assert!(!half.exists(), "what a killed sweep left is removed");
 
         // Another engine of the same hearth shares the directory.
         let (again, again_in_use) = prepare(state.path(), &old_init).unwrap();
@@ -264,5 +303,11 @@ mod tests {
         assert_eq!(dir, new_dir);
         assert!(!old_dir.exists(), "removed once no engine holds it");
         assert!(new_dir.join("python/bootstrap.py").is_file());
+        let left: Vec<_> = fs::read_dir(state.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&"runtime.tmp-1".to_owned()), "{left:?}");
     }
 }
