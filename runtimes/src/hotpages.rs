@@ -320,7 +320,7 @@ fn pin(runs: &[libc::iovec]) -> bool {
 /// The anonymous mappings listed in `maps` (no file, or the heap).
 fn anonymous_ranges(maps: &str) -> Vec<(usize, usize)> {
     crate::maps::parse(maps)
-        .filter(|m| m.path.is_empty() || m.path == "[heap]")
+        .filter(crate::maps::Mapping::anonymous)
         .map(|m| (m.start, m.end))
         .collect()
 }

@@ -16,6 +16,11 @@ impl Mapping<'_> {
     pub fn private_writable(&self) -> bool {
         self.perms.starts_with("rw") && self.perms.ends_with('p')
     }
+
+    /// Backed by no file: the heap, or a mapping with no name.
+    pub fn anonymous(&self) -> bool {
+        self.inode == "0" && (self.path.is_empty() || self.path == "[heap]")
+    }
 }
 
 /// This process's mappings (none if `/proc/self/maps` cannot be read).
@@ -60,6 +65,7 @@ not a line
                     m.inode,
                     m.path,
                     m.private_writable(),
+                    m.anonymous(),
                 )
             })
             .collect();
@@ -72,10 +78,19 @@ not a line
                     "r-xp",
                     "1234",
                     "/usr/bin/python3.11",
+                    false,
                     false
                 ),
-                (0x16d_8000, 0x180_0000, "rw-p", "0", "[heap]", true),
-                (0x7f00_0000_0000, 0x7f00_0010_0000, "rw-p", "0", "", true),
+                (0x16d_8000, 0x180_0000, "rw-p", "0", "[heap]", true, true),
+                (
+                    0x7f00_0000_0000,
+                    0x7f00_0010_0000,
+                    "rw-p",
+                    "0",
+                    "",
+                    true,
+                    true
+                ),
             ]
         );
     }

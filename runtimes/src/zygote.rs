@@ -490,7 +490,6 @@ impl Zygote {
                 self.request = Some((m, fds));
                 Ok(true)
             }
-
             Ok(Some(_)) => Ok(false),
             Ok(None) => Err(ZygoteError::Closed),
             Err(e) => Err(ZygoteError::Control(e)),
@@ -663,8 +662,7 @@ fn collapse_into_huge_pages() {
     const HUGE: usize = 2 << 20;
     const MADV_COLLAPSE: libc::c_int = 25;
     for m in crate::maps::parse(&crate::maps::read()) {
-        let anonymous = m.inode == "0" && (m.path.is_empty() || m.path == "[heap]");
-        if !anonymous || !m.private_writable() {
+        if !m.anonymous() || !m.private_writable() {
             continue;
         }
         let (start, end) = (m.start.next_multiple_of(HUGE), m.end / HUGE * HUGE);
