@@ -174,10 +174,15 @@ fn main() {
         })
         .collect();
     eprintln!(
-        "hearth-bench: {} scenario(s){}, env_cpus {}, idle CPUs {} on {}",
+        "hearth-bench: {} scenario(s){}, env_cpus {}, cgroup favordynmods {}, idle CPUs {} on {}",
         selected.len(),
         if options.quick { ", quick" } else { "" },
         json!(options.env_cpus).as_str().unwrap_or("?"),
+        if hearth_scheduler::machine_favordynmods() {
+            "on"
+        } else {
+            "off"
+        },
         match (
             sys::idle_cpus_poll_available(),
             hearth_scheduler::cpuidle_driver()

@@ -346,6 +346,9 @@ impl Sandbox {
             (Err(e), true, CgroupPolicy::Required) => return Err(SandboxError::Rootless(e)),
             (Err(e), false, _) => return Err(e.into()),
         };
+        if cgroups.is_some() && !crate::cgroup::machine_favordynmods() {
+            tracing::info!("no cgroup hierarchy is mounted with favordynmods: moving an environment into its cgroup can first wait for an RCU grace period (milliseconds); `mount -o remount,favordynmods <cgroup2 mount>` or the kernel parameter cgroup_favordynmods=true makes such moves cheap (see hearth_sandbox::cgroup)");
+        }
         let root =
             RootSkeleton::prepare(&config.state_dir, config.uid, config.gid).map_err(|source| {
                 SandboxError::Root {

@@ -76,6 +76,8 @@ pub use engine::{Engine, EngineError};
 pub use error::{FunctionError, InvokeError, RegistryError, Throttle, ThrottleReason};
 #[cfg(not(loom))]
 pub use hearth_ipc::format_request_id;
+/// Whether a cgroup hierarchy is mounted with `favordynmods` (see `hearth_sandbox::cgroup`).
+pub use hearth_sandbox::cgroup::machine_favordynmods;
 pub use hearth_sandbox::{ExitStatus, LandlockMode, SandboxConfig};
 #[cfg(not(loom))]
 pub use registry::{Alias, Function, LATEST};
