@@ -6,7 +6,8 @@
 //! It is prepared once under the sandbox's state directory, named by the SHA-256 of the
 //! `hearth-init` binary, so a rebuilt hearth never shows environments a stale copy. An engine
 //! holds a shared lock on the directory it uses ([`InUse`]) for as long as it runs, and
-//! preparing one removes the others no engine holds: the state directory is usually on a
+//! preparing one removes the others no engine holds (and what a hearth killed while installing
+//! one left, which it held an exclusive lock on until then): the state directory is usually on a
 //! tmpfs (`/run/hearth`), where every rebuilt or upgraded hearth would otherwise leave about
 //! 10 MiB of memory behind until the machine restarts. (A daemon of a hearth from before these
 //! locks holds none: its directory can be removed under it.)
@@ -66,6 +67,10 @@ pub struct InUse {
 /// What a directory removed by a sweep is renamed to first, so that no `runtime-*` name ever
 /// leads to a directory half removed (`runtime.gone-<pid>-<n>`).
 const GONE: &str = "runtime.gone-";
+/// Where a hearth builds a runtime directory before renaming it into place
+/// (`runtime.tmp-<pid>`), holding an exclusive lock on it meanwhile: one nobody holds was left
+/// by a hearth killed while installing, and is swept.
+const TMP: &str = "runtime.tmp-";
 
 /// Prepares (or reuses) the runtime directory for `init` under `state_dir`, locks it for the
 /// caller, removes the other runtime directories there that nobody holds, and returns it.
@@ -114,8 +119,8 @@ fn lock_shared(dir: &Path) -> io::Result<Option<InUse>> {
 }
 
 /// Removes the runtime directories under `state_dir` but `keep` that no engine holds (see
-/// [`InUse`]), and what earlier sweeps left half removed; what cannot be read or locked is
-/// left.
+/// [`InUse`]), those a killed hearth left half installed, and what earlier sweeps left half
+/// removed; what cannot be read or locked is left.
 fn sweep(state_dir: &Path, keep: &Path) {
     let Ok(entries) = fs::read_dir(state_dir) else {
         return;
@@ -126,7 +131,8 @@ fn sweep(state_dir: &Path, keep: &Path) {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let runtime = name.starts_with("runtime-");
+        // Moved aside before removal: a live name never leads to a half-removed directory.
+        let runtime = name.starts_with("runtime-") || name.starts_with(TMP);
         if !(runtime || name.starts_with(GONE))
             || path == keep
             || !entry.file_type().is_ok_and(|t| t.is_dir())
@@ -188,9 +194,30 @@ fn install(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
         return Ok(dir);
     }
     fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join(format!("runtime.tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp)?;
+    let tmp = state_dir.join(format!("{TMP}{}", std::process::id()));
+    // Held while installing, so that a sweep leaves it alone (one may move it away between
+    // its making and its locking here: then it is made again).
+    let mut building = None;
+    for _ in 0..3 {
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        let file = fs::File::open(&tmp)?;
+        match flock(&file, libc::LOCK_EX) {
+            Ok(()) if is_open_as(&tmp, &file) => {
+                building = Some(file);
+                break;
+            }
+            Ok(()) => {}
+            // No flock here: sweeps lock nothing either.
+            Err(_) => break,
+        }
+    }
+    if building.is_none() && !tmp.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} kept being removed while it was made",
+            tmp.display()
+        )));
+    }
     let target = tmp.join(INIT);
     fs::copy(init, &target)?;
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
@@ -272,12 +299,19 @@ mod tests {
         fs::create_dir(&old_bin).unwrap();
         fs::create_dir(&new_bin).unwrap();
         let (old_init, new_init) = (init_copy(&old_bin, b"old"), init_copy(&new_bin, b"new"));
-        // Left by a hearth that has exited, and by one that is still installing (not ours).
+        // Left by a hearth that has exited; half installed by one that was killed, and by one
+        // that is still installing (it holds its lock).
         let stale = state.path().join("runtime-00000000deadbeef");
         fs::create_dir_all(stale.join("python")).unwrap();
         fs::write(stale.join("python/bootstrap.py"), "").unwrap();
-        let other = state.path().join("runtime.tmp-1");
+        let killed = state.path().join("runtime.tmp-1");
+        fs::create_dir_all(killed.join("python")).unwrap();
+        let other = state.path().join("runtime.tmp-2");
         fs::create_dir(&other).unwrap();
+        let installing = fs::File::open(&other).unwrap();
+        flock(&installing, libc::LOCK_EX).unwrap();
+        let unrelated = state.path().join("root-v2");
+        fs::create_dir(&unrelated).unwrap();
         // Half removed by a sweep that was killed.
         let half = state.path().join("runtime.gone-1-0");
         fs::create_dir_all(half.join("python")).unwrap();
@@ -285,7 +319,9 @@ mod tests {
         let (old_dir, old_in_use) = prepare(state.path(), &old_init).unwrap();
         assert!(old_dir.join(INIT).is_file());
         assert!(!stale.exists(), "a directory nobody holds is removed");
-        assert!(other.exists(), "only runtime directories are swept");
+        assert!(!killed.exists(), "what a killed install left is removed");
+        assert!(other.exists(), "an install in progress is left alone");
+        assert!(unrelated.exists(), "only runtime directories are swept");
         assert!(!half.exists(), "what a killed sweep left is removed");
 
         // Another engine of the same hearth shares the directory.
@@ -307,7 +343,12 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(left.len(), 2, "{left:?}");
-        assert!(left.contains(&"runtime.tmp-1".to_owned()), "{left:?}");
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.contains(&"runtime.tmp-2".to_owned()), "{left:?}");
+        assert!(left.contains(&"root-v2".to_owned()), "{left:?}");
+        // Once that install is over (its hearth gone), the next preparation removes it.
+        drop(installing);
+        prepare(state.path(), &new_init).unwrap();
+        assert!(!other.exists(), "an abandoned install is removed");
     }
 }
