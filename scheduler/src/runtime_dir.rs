@@ -68,8 +68,8 @@ pub struct InUse {
 /// leads to a directory half removed (`runtime.gone-<pid>-<n>`).
 const GONE: &str = "runtime.gone-";
 /// Where a hearth builds a runtime directory before renaming it into place
-/// (`runtime.tmp-<pid>`), holding an exclusive lock on it meanwhile: one nobody holds was left
-/// by a hearth killed while installing, and is swept.
+/// (`runtime.tmp-<pid>-<n>`), holding an exclusive lock on it meanwhile: one nobody holds was
+/// left by a hearth killed while installing, and is swept.
 const TMP: &str = "runtime.tmp-";
 
 /// Prepares (or reuses) the runtime directory for `init` under `state_dir`, locks it for the
@@ -194,13 +194,18 @@ fn install(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
         return Ok(dir);
     }
     fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join(format!("{TMP}{}", std::process::id()));
-    // Held while installing, so that a sweep leaves it alone (one may move it away between
-    // its making and its locking here: then it is made again).
+    // A name of its own per install (engines of one process may install at once), held while
+    // installing so that a sweep leaves it alone (one may move it away between its making and
+    // its locking here: then another is made).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut building = None;
+    let mut tmp = PathBuf::new();
     for _ in 0..3 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tmp = state_dir.join(format!("{TMP}{}-{n}", std::process::id()));
+        // Left by an earlier process with this pid, if anything.
         let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp)?;
+        fs::create_dir(&tmp)?;
         let file = fs::File::open(&tmp)?;
         match flock(&file, libc::LOCK_EX) {
             Ok(()) if is_open_as(&tmp, &file) => {
