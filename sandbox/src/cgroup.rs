@@ -28,7 +28,7 @@
 //! `favordynmods`, the kernel keeps that lock cheap for forks and exits and makes a writer that
 //! comes after a quiet spell wait for an RCU grace period first: 5 and 7 ms for two of the
 //! 11,037 writes of one full `cold.native.zygote` run on the development machine, none over
-//! 0.2 ms once remounted with it. [`favordynmods`] says which the machine has; hearth logs it
+//! 0.2 ms in the two runs after it was set (see the README). [`favordynmods`] says which the machine has; hearth logs it
 //! once and changes nothing (the option is the machine's: since Linux 6.17 part of it stays on
 //! until reboot once set).
 
@@ -894,7 +894,8 @@ mod tests {
     fn favordynmods_is_read_from_the_super_options_of_cgroup_mounts() {
         assert!(!favordynmods(HYBRID));
         assert!(!favordynmods(PURE_V2));
-        // As Linux 6.18 lists a v2 hierarchy remounted with it, and a v1 one mounted with it.
+        // A v2 hierarchy remounted with it, as Linux 6.18 lists it; a v1 one in the same form
+        // (v1 takes the option only when first mounted: not seen on the development machine).
         assert!(favordynmods(
             "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods\n"
         ));

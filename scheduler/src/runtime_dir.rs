@@ -105,17 +105,32 @@ fn is_open_as(path: &Path, file: &fs::File) -> bool {
     }
 }
 
-/// A shared lock on `dir`, if `dir` is still there (with its init) once the lock is held:
-/// a sweep holds its exclusive lock only while it moves a directory out of the way.
-fn lock_shared(dir: &Path) -> io::Result<Option<InUse>> {
-    let file = match fs::File::open(dir) {
+/// `path` opened and locked (`flock` `operation`), if it is still the directory at `path` once
+/// the lock is held: a sweep may have moved it away meanwhile. `None` also when nothing is
+/// there.
+fn lock_at(path: &Path, operation: libc::c_int) -> io::Result<Option<fs::File>> {
+    let file = match fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    flock(&file, libc::LOCK_SH)?;
-    let still_there = is_open_as(dir, &file) && dir.join(INIT).is_file();
-    Ok(still_there.then_some(InUse { _lock: Some(file) }))
+    flock(&file, operation)?;
+    Ok(is_open_as(path, &file).then_some(file))
+}
+
+/// A shared lock on `dir`, if `dir` is still there (with its init) once the lock is held:
+/// a sweep holds its exclusive lock only while it moves a directory out of the way.
+fn lock_shared(dir: &Path) -> io::Result<Option<InUse>> {
+    Ok(lock_at(dir, libc::LOCK_SH)?
+        .filter(|_| dir.join(INIT).is_file())
+        .map(|file| InUse { _lock: Some(file) }))
+}
+
+/// A number no other call in this process gets (for names of directories being built or
+/// removed).
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Removes the runtime directories under `state_dir` but `keep` that no engine holds (see
@@ -125,7 +140,6 @@ fn sweep(state_dir: &Path, keep: &Path) {
     let Ok(entries) = fs::read_dir(state_dir) else {
         return;
     };
-    static REMOVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -139,17 +153,13 @@ fn sweep(state_dir: &Path, keep: &Path) {
         {
             continue;
         }
-        let Ok(dir) = fs::File::open(&path) else {
-            continue;
-        };
         // Held by nobody, and still the directory at that name (another sweep may have moved
         // it and a hearth made a new one there since it was opened).
-        if flock(&dir, libc::LOCK_EX | libc::LOCK_NB).is_err() || !is_open_as(&path, &dir) {
+        let Ok(Some(_held)) = lock_at(&path, libc::LOCK_EX | libc::LOCK_NB) else {
             continue;
-        }
+        };
         let doomed = if runtime {
-            let n = REMOVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let gone = state_dir.join(format!("{GONE}{}-{n}", std::process::id()));
+            let gone = state_dir.join(format!("{GONE}{}-{}", std::process::id(), unique()));
             if fs::rename(&path, &gone).is_err() {
                 continue;
             }
@@ -197,22 +207,19 @@ fn install(state_dir: &Path, init: &Path) -> io::Result<PathBuf> {
     // A name of its own per install (engines of one process may install at once), held while
     // installing so that a sweep leaves it alone (one may move it away between its making and
     // its locking here: then another is made).
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut building = None;
     let mut tmp = PathBuf::new();
     for _ in 0..3 {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tmp = state_dir.join(format!("{TMP}{}-{n}", std::process::id()));
+        tmp = state_dir.join(format!("{TMP}{}-{}", std::process::id(), unique()));
         // Left by an earlier process with this pid, if anything.
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp)?;
-        let file = fs::File::open(&tmp)?;
-        match flock(&file, libc::LOCK_EX) {
-            Ok(()) if is_open_as(&tmp, &file) => {
+        match lock_at(&tmp, libc::LOCK_EX) {
+            Ok(Some(file)) => {
                 building = Some(file);
                 break;
             }
-            Ok(()) => {}
+            Ok(None) => {}
             // No flock here: sweeps lock nothing either.
             Err(_) => break,
         }
